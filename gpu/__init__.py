@@ -1,0 +1,1 @@
+"""CuPy raw-kernel backend (installed as :mod:`ttrlearn.gpu`)."""
