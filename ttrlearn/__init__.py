@@ -1,5 +1,33 @@
-"""ttrlearn: online regression memories as scikit-learn estimators."""
+"""ttrlearn: online regression memories as scikit-learn estimators.
+
+Storing key-value pairs in an associative memory is regression at test time:
+``partial_fit(K, V)`` absorbs pairs in order, ``predict(Q)`` recalls. Every
+memory equals a stated batch solver (see :mod:`ttrlearn.reference`) on every
+prefix of the stream, whatever the chunking, on every backend.
+"""
 
 from __future__ import annotations
 
+from ttrlearn._backends import available_backends
+from ttrlearn._base import BaseMemory
+from ttrlearn.exceptions import DivergenceWarning, NonFiniteStateError
+from ttrlearn.memories import (
+    GatedDeltaMemory,
+    KernelRegressionMemory,
+    LinearAttentionMemory,
+    RLSMemory,
+)
+
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BaseMemory",
+    "DivergenceWarning",
+    "GatedDeltaMemory",
+    "KernelRegressionMemory",
+    "LinearAttentionMemory",
+    "NonFiniteStateError",
+    "RLSMemory",
+    "__version__",
+    "available_backends",
+]

@@ -1,0 +1,118 @@
+"""Backend resolution: ``'auto' | 'numpy' | 'numba' | 'cupy'``.
+
+The estimator layer asks :func:`resolve_backend` once, on the first
+``partial_fit``, and then :func:`get_kernels` for the module implementing a
+memory family on that backend. Kernels on every backend share function names
+and signatures; a numba module that does not (yet) define a function falls
+back to the numpy one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType, SimpleNamespace
+
+__all__ = ["available_backends", "get_kernels", "is_cupy_array", "resolve_backend"]
+
+BACKENDS = ("auto", "numpy", "numba", "cupy")
+GPU_HINT = "pip install ttrlearn[gpu]  (or ttrlearn[gpu-cuda12] for CUDA 12)"
+
+
+def is_cupy_array(x) -> bool:
+    """True when ``x`` is a CuPy array (checked without importing CuPy)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def _numba_available() -> bool:
+    try:
+        importlib.import_module("numba")
+    except ImportError:  # pragma: no cover - numba is a hard dependency
+        return False
+    return True
+
+
+def _require_cupy():
+    try:
+        cupy = importlib.import_module("cupy")
+    except ImportError as exc:
+        raise ImportError(
+            "backend='cupy' needs CuPy, which is not installed. Install it with: "
+            + GPU_HINT
+        ) from exc
+    return cupy
+
+
+def available_backends() -> list[str]:
+    """Backends usable in this process, in order of preference for NumPy input."""
+    out = ["numpy"]
+    if _numba_available():
+        out.insert(0, "numba")
+    try:
+        cupy = importlib.import_module("cupy")
+        if cupy.cuda.is_available():
+            out.append("cupy")
+    except Exception:  # noqa: BLE001 - any CuPy failure means "not available"
+        pass
+    return out
+
+
+def resolve_backend(name: str, *arrays) -> str:
+    """Resolve ``name`` against the array types of ``arrays``.
+
+    ``'auto'`` follows the data: CuPy input gives ``'cupy'``, NumPy input gives
+    ``'numba'``. Data is never moved between host and device: an explicit host
+    backend with CuPy input (or the reverse) raises ``ValueError``.
+    """
+    on_device = any(is_cupy_array(a) for a in arrays if a is not None)
+    if name == "auto":
+        if on_device:
+            name = "cupy"
+        else:
+            name = "numba" if _numba_available() else "numpy"
+    if name == "cupy":
+        _require_cupy()
+        # The CUDA backend lands with the GPU issue; until then say so clearly.
+        raise ImportError(
+            "backend='cupy' is not available in this build of ttrlearn: the CUDA "
+            "kernels are not wired into the estimators yet. Use backend='numpy' "
+            "or 'numba' with host arrays (X.get())."
+        )
+    if on_device:
+        raise ValueError(
+            f"backend={name!r} got a cupy.ndarray; pass host arrays (X.get()) or "
+            "use backend='cupy'. Data is never moved between device and host "
+            "silently."
+        )
+    if name not in ("numpy", "numba"):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+_CACHE: dict[tuple[str, str], SimpleNamespace] = {}
+
+
+def get_kernels(backend: str, family: str) -> SimpleNamespace:
+    """Namespace of kernel functions for ``family`` on ``backend``.
+
+    Every public function of ``ttrlearn.kernels.numpy.<family>`` is present;
+    on ``backend='numba'`` the numba implementation replaces it where one
+    exists.
+    """
+    key = (backend, family)
+    ns = _CACHE.get(key)
+    if ns is not None:
+        return ns
+    base: ModuleType = importlib.import_module(f"ttrlearn.kernels.numpy.{family}")
+    names = getattr(base, "__all__")
+    funcs = {n: getattr(base, n) for n in names}
+    if backend == "numba":
+        try:
+            fast = importlib.import_module(f"ttrlearn.kernels.numba.{family}")
+        except ModuleNotFoundError:
+            fast = None
+        if fast is not None:
+            for n in getattr(fast, "__all__", ()):
+                funcs[n] = getattr(fast, n)
+    ns = SimpleNamespace(**funcs)
+    _CACHE[key] = ns
+    return ns

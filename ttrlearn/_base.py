@@ -1,0 +1,268 @@
+"""BaseMemory: the partial_fit / fit / predict template every memory shares."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ttrlearn._backends import BACKENDS, get_kernels, resolve_backend
+from ttrlearn._validation import check_gate, check_keys_values, check_queries, check_weights
+from ttrlearn.exceptions import NonFiniteStateError
+
+__all__ = ["BaseMemory"]
+
+
+class BaseMemory(RegressorMixin, BaseEstimator):
+    """Base class of the online regression memories.
+
+    A memory absorbs key-value pairs in row order with :meth:`partial_fit` and
+    recalls with :meth:`predict`. Subclasses implement ``_init_state``,
+    ``_update`` and ``_update_read`` (and ``_read``) on validated, contiguous
+    arrays; this class owns validation, the first-call logic, per-sample gates,
+    backend resolution and the all-or-nothing guarantee: a call that raises
+    leaves every attribute exactly as it was, and an update that would make
+    the state non-finite is rolled back with :class:`NonFiniteStateError`.
+    """
+
+    _parameter_constraints: dict = {
+        "backend": [StrOptions(set(BACKENDS))],
+        "dtype": [StrOptions({"float32", "float64"}), type],
+    }
+    #: per-sample gates: name -> (constructor attribute, domain for check_gate)
+    _gates: dict = {}
+    #: kernel family under ttrlearn.kernels.<backend>
+    _family: str = ""
+    _poor_score: bool = False
+
+    # ------------------------------------------------------------------ infra
+    @property
+    def _dtype_(self):
+        dt = np.dtype(self.dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        return dt
+
+    @property
+    def _k(self):
+        return get_kernels(self.backend_, self._family)
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "n_seen_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        tags.regressor_tags.poor_score = self._poor_score
+        return tags
+
+    @contextmanager
+    def _atomic(self):
+        """Restore every attribute if the block raises (state is never mutated
+        in place, so a shallow snapshot suffices)."""
+        snapshot = self.__dict__.copy()
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+
+    def _reset(self):
+        for name in [k for k in self.__dict__ if k.endswith("_") and not k.startswith("__")]:
+            del self.__dict__[name]
+
+    def _commit(self, **state):
+        """Assign new state arrays after checking they are finite."""
+        for name, value in state.items():
+            if isinstance(value, np.ndarray) and not np.isfinite(value).all():
+                raise NonFiniteStateError(
+                    f"{type(self).__name__}: this update would make {name!r} "
+                    "non-finite (overflow or divergence); it was rolled back and the "
+                    "memory is unchanged. Scale the inputs down, lower the learning "
+                    "rate, or raise the ridge."
+                )
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _check_gates(self, gates, n):
+        unknown = set(gates) - set(self._gates)
+        if unknown:
+            allowed = ", ".join(sorted(self._gates)) or "none"
+            raise TypeError(
+                f"{type(self).__name__} got unexpected per-sample gate(s) "
+                f"{sorted(unknown)}; this memory accepts: {allowed}"
+            )
+        out = {}
+        for name, (attr, domain) in self._gates.items():
+            value = gates.get(name)
+            if value is None:
+                value = getattr(self, attr)
+            out[name] = check_gate(name, value, n, **domain)
+        return out
+
+    def _check_params(self):
+        """Hook for checks across parameters (first call only)."""
+        self._dtype_  # noqa: B018 - raises on a bad dtype
+
+    def _prepare(self, X, y, sample_weight, gates):
+        first = not self.__sklearn_is_fitted__()
+        if first:
+            self._validate_params()
+            self._check_params()
+        X, Y, is_1d = check_keys_values(self, X, y, reset=first)
+        n = X.shape[0]
+        w = check_weights(sample_weight, n, X)
+        g = self._check_gates(gates, n)
+        if first:
+            self.backend_ = resolve_backend(self.backend, X)
+            self.n_outputs_ = Y.shape[1]
+            self._y_1d_ = is_1d
+            self.n_seen_ = 0
+            self._init_state(X.shape[1], Y.shape[1])
+        return X, Y, w, g
+
+    def _shape_out(self, O):
+        return O[:, 0] if self._y_1d_ else O
+
+    # ------------------------------------------------------------ public API
+    def partial_fit(self, X, y, sample_weight=None, **gates):
+        """Absorb the pairs ``(X[i], y[i])`` in row order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Keys.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Write strength of each pair (its regression weight; for the delta
+            rule, a factor on its learning rate). Must be >= 0.
+        **gates : array-like of shape (n_samples,) or float
+            Per-sample gates (``decay``, ``learning_rate`` where the memory has
+            them) replacing the constructor's scalar for these rows.
+
+        Returns
+        -------
+        self : object
+            The memory.
+        """
+        with self._atomic():
+            X, Y, w, g = self._prepare(X, y, sample_weight, gates)
+            self._update(X, Y, w, g)
+            self.n_seen_ += X.shape[0]
+        return self
+
+    def fit(self, X, y, sample_weight=None, **gates):
+        """Forget everything, then absorb ``(X, y)`` as one :meth:`partial_fit`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Keys.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Write strength of each pair.
+        **gates : array-like of shape (n_samples,) or float
+            Per-sample gates, as in :meth:`partial_fit`.
+
+        Returns
+        -------
+        self : object
+            The memory.
+        """
+        with self._atomic():
+            self._reset()
+            self.partial_fit(X, y, sample_weight=sample_weight, **gates)
+        return self
+
+    def predict(self, X):
+        """Recall the value stored under each query, from the current memory.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, n_features)
+            Queries.
+
+        Returns
+        -------
+        y : ndarray of shape (n_queries,) or (n_queries, n_outputs)
+            Recalled values (1-D when the memory was fitted on 1-D values).
+        """
+        check_is_fitted(self)
+        Q = check_queries(self, X)
+        return self._shape_out(self._read(Q))
+
+    def partial_fit_predict(self, X, y, queries=None, *, read="after",
+                            sample_weight=None, **gates):
+        """Absorb the pairs and return the causal recall at every row.
+
+        Row ``t`` of the result is the recall of ``queries[t]`` (default
+        ``X[t]``) from the memory that has absorbed pairs ``1..t``
+        (``read="after"``, the output of a sequence layer) or ``1..t-1``
+        (``read="before"``, test-then-train). Computed by the chunked
+        algorithm, not a Python loop over rows. Ends with all rows absorbed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Keys.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Values.
+        queries : array-like of shape (n_samples, n_features), default=None
+            Query of each row; the keys themselves when None.
+        read : {"after", "before"}, default="after"
+            Read each row's memory after or before its own pair is written.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Write strength of each pair.
+        **gates : array-like of shape (n_samples,) or float
+            Per-sample gates, as in :meth:`partial_fit`.
+
+        Returns
+        -------
+        outputs : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The causal recalls.
+        """
+        if read not in ("after", "before"):
+            raise ValueError(f"read must be 'after' or 'before', got {read!r}")
+        with self._atomic():
+            X, Y, w, g = self._prepare(X, y, sample_weight, gates)
+            if queries is None:
+                Q = X
+            else:
+                Q = check_queries(self, queries, name="queries")
+                if Q.shape[0] != X.shape[0]:
+                    raise ValueError(
+                        f"queries has {Q.shape[0]} rows but X has {X.shape[0]}; "
+                        "give one query per pair"
+                    )
+            O = self._update_read(X, Y, Q, w, g, read == "after")
+            if not np.isfinite(O).all():
+                raise NonFiniteStateError(
+                    f"{type(self).__name__}: the causal outputs are non-finite; "
+                    "the update was rolled back and the memory is unchanged."
+                )
+            self.n_seen_ += X.shape[0]
+        return self._shape_out(O)
+
+    # ------------------------------------------------------- subclass hooks
+    def _init_state(self, n_features, n_outputs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _update(self, X, Y, w, gates):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _update_read(self, X, Y, Q, w, gates, after):  # pragma: no cover
+        raise NotImplementedError
+
+    def _read(self, Q):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+DECAY_DOMAIN = dict(low=0.0, high=1.0, low_open=True)
+RATE_DOMAIN = dict(low=0.0, high=None, low_open=False)

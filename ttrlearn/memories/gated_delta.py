@@ -1,0 +1,167 @@
+"""The gated delta rule (DeltaNet, Gated DeltaNet, Longhorn) as a memory."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
+from ttrlearn.exceptions import DivergenceWarning
+
+__all__ = ["GatedDeltaMemory"]
+
+
+def _unit_rows(X):
+    nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
+    return X / np.where(nrm > 0, nrm, 1)[:, None]
+
+
+class GatedDeltaMemory(BaseMemory):
+    """Gated delta rule: online gradient descent on the squared recall error.
+
+    Each pair takes one step on ``1/2 ||M k_t - v_t||^2`` after the memory
+    decays: ``M_t = a_t M_{t-1} + b_t (v_t - a_t M_{t-1} k_t) k_t^T``
+    (decay before the error, as Gated DeltaNet). ``a = 1`` is DeltaNet;
+    ``step="implicit"`` is Longhorn's proximal step.
+
+    Parameters
+    ----------
+    learning_rate : float, default=1.0
+        Step size ``b`` >= 0; overridden per row by
+        ``partial_fit(..., learning_rate=array)`` and multiplied by
+        ``sample_weight``. With unit keys, ``b = 1`` makes the memory
+        interpolate the latest pair (NLMS); explicit steps with
+        ``b ||k||^2 >= 2`` may diverge and raise a :class:`DivergenceWarning`.
+    decay : float, default=1.0
+        Decay ``a`` in (0, 1] before each write; overridden per row by
+        ``partial_fit(..., decay=array)``.
+    normalize_keys : bool, default=True
+        Scale keys and queries to unit length (zero vectors stay zero), as
+        Gated DeltaNet does.
+    step : {"explicit", "implicit"}, default="explicit"
+        ``"implicit"``: ``M_t = argmin_M 1/2 ||M - a_t M_{t-1}||^2 +
+        b_t/2 ||v_t - M k_t||^2``, i.e. the explicit step with
+        ``b / (1 + b ||k||^2)``; stable for every ``b >= 0``.
+    chunk_size : int, default=64
+        Rows per chunk of the WY/UT form. A performance knob only.
+    backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
+        Kernel backend, resolved on the first call.
+    dtype : {"float64", "float32"}, default="float64"
+        Dtype of the state and outputs.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_outputs, n_features)
+        The memory ``M``; ``predict(Q) = Q @ coef_.T`` (queries normalised
+        first when ``normalize_keys``).
+    n_features_in_ : int
+        Key width.
+    n_outputs_ : int
+        Value width.
+    n_seen_ : int
+        Number of pairs absorbed.
+    backend_ : str
+        The resolved backend.
+
+    See Also
+    --------
+    LinearAttentionMemory : additive (Hebbian) writes, no error correction.
+    RLSMemory : the exact least-squares memory.
+
+    Notes
+    -----
+    There is no closed-form batch counterpart for a fixed step size; the
+    oracle is the per-token loop ``ttrlearn.reference.gated_delta`` (tested on
+    every prefix and any chunking). Known answers: with ``b_t = 1/||k_t||^2``
+    the memory interpolates the latest pair, ``M_t k_t = v_t``; with
+    orthonormal keys it stores each pair exactly. The reparameterisation
+    ``a = 1 - b lambda``, ``b' = b / a``, ``v' = a v`` maps a gradient step on
+    the l2-regularised loss onto this form. Computation uses the chunked WY/UT
+    transform: per chunk ``T = (I + strict_lower(diag(b) K K^T * Gamma))^{-1}``
+    by a unit-triangular solve, then GEMMs (see
+    ``ttrlearn.kernels.numpy.gated_delta``).
+
+    References
+    ----------
+    .. [1] Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2
+       with Delta Rule", ICLR 2025.
+    .. [2] Liu et al., "Longhorn: State space models are amortized online
+       learners", 2024.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from ttrlearn import GatedDeltaMemory
+    >>> rng = np.random.default_rng(0)
+    >>> K, V = rng.normal(size=(20, 8)), rng.normal(size=(20, 2))
+    >>> mem = GatedDeltaMemory(learning_rate=1.0, backend="numpy").fit(K, V)
+    >>> np.allclose(mem.predict(K[-1:]), V[-1:])  # NLMS interpolates the last pair
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **BaseMemory._parameter_constraints,
+        "learning_rate": [Interval(Real, 0, None, closed="left")],
+        "decay": [Interval(Real, 0, 1, closed="right")],
+        "normalize_keys": ["boolean"],
+        "step": [StrOptions({"explicit", "implicit"})],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+    }
+    _gates = {
+        "decay": ("decay", DECAY_DOMAIN),
+        "learning_rate": ("learning_rate", RATE_DOMAIN),
+    }
+    _family = "gated_delta"
+    _poor_score = True
+
+    def __init__(self, *, learning_rate=1.0, decay=1.0, normalize_keys=True,
+                 step="explicit", chunk_size=64, backend="auto", dtype="float64"):
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.normalize_keys = normalize_keys
+        self.step = step
+        self.chunk_size = chunk_size
+        self.backend = backend
+        self.dtype = dtype
+
+    def _init_state(self, n_features, n_outputs):
+        self.coef_ = np.zeros((n_outputs, n_features), dtype=self._dtype_)
+
+    def _keys(self, X):
+        return _unit_rows(X) if self.normalize_keys else X
+
+    def _steps(self, K, w, gates):
+        b = gates["learning_rate"] * w
+        k2 = np.einsum("ij,ij->i", K, K).astype(np.float64)
+        if self.step == "implicit":
+            return b / (1.0 + b * k2)
+        bk = b * k2
+        if np.any(bk >= 2):
+            t = int(np.argmax(bk >= 2))
+            warnings.warn(
+                f"explicit delta step with learning_rate * ||k||^2 = {bk[t]:.3g} >= 2 "
+                f"at row {t}: the memory may diverge along that key. Normalise the "
+                "keys, lower the learning rate, or use step='implicit'.",
+                DivergenceWarning, stacklevel=4)
+        return b
+
+    def _update(self, X, Y, w, gates):
+        K = self._keys(X)
+        b = self._steps(K, w, gates)
+        M = self._k.gd_update(self.coef_, K, Y, b, np.log(gates["decay"]),
+                              self.chunk_size)
+        self._commit(coef_=M)
+
+    def _update_read(self, X, Y, Q, w, gates, after):
+        K = self._keys(X)
+        b = self._steps(K, w, gates)
+        O, M = self._k.gd_update_read(self.coef_, K, Y, self._keys(Q), b,
+                                      np.log(gates["decay"]), after, self.chunk_size)
+        self._commit(coef_=M)
+        return O
+
+    def _read(self, Q):
+        return self._k.gd_read(self.coef_, self._keys(Q))
