@@ -104,7 +104,7 @@ def check_weights(sample_weight, n, X):
     """Non-negative finite per-row weights as float64 (ones when None)."""
     if sample_weight is None:
         return np.ones(n)
-    if np.ndim(sample_weight) == 0:
+    if isinstance(sample_weight, numbers.Real):
         sw = float(sample_weight)
         if not np.isfinite(sw) or sw < 0:
             raise ValueError(
