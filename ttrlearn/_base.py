@@ -250,6 +250,24 @@ class BaseMemory(RegressorMixin, BaseEstimator):
             self.n_seen_ += X.shape[0]
         return self._shape_out(O)
 
+    def merge(self, other):
+        """The memory of this memory's stream followed by ``other``'s.
+
+        Parameters
+        ----------
+        other : BaseMemory
+            A memory of the same class and hyper-parameters, fitted on the
+            stream that follows this one's.
+
+        Returns
+        -------
+        merged : BaseMemory
+            A new memory; neither operand is changed.
+        """
+        from ttrlearn.merge import merge_memories
+
+        return merge_memories(self, other)
+
     # ------------------------------------------------------- subclass hooks
     def _init_state(self, n_features, n_outputs):  # pragma: no cover - abstract
         raise NotImplementedError
