@@ -51,7 +51,7 @@ def available_backends() -> list[str]:
         cupy = importlib.import_module("cupy")
         if cupy.cuda.is_available():
             out.append("cupy")
-    except Exception:  # noqa: BLE001 - any CuPy failure means "not available"
+    except Exception:
         pass
     return out
 
@@ -103,7 +103,7 @@ def get_kernels(backend: str, family: str) -> SimpleNamespace:
     if ns is not None:
         return ns
     base: ModuleType = importlib.import_module(f"ttrlearn.kernels.numpy.{family}")
-    names = getattr(base, "__all__")
+    names = base.__all__
     funcs = {n: getattr(base, n) for n in names}
     if backend == "numba":
         try:

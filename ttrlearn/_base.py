@@ -10,7 +10,12 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ttrlearn._backends import BACKENDS, get_kernels, resolve_backend
-from ttrlearn._validation import check_gate, check_keys_values, check_queries, check_weights
+from ttrlearn._validation import (
+    check_gate,
+    check_keys_values,
+    check_queries,
+    check_weights,
+)
 from ttrlearn.exceptions import NonFiniteStateError
 
 __all__ = ["BaseMemory"]
@@ -73,11 +78,19 @@ class BaseMemory(RegressorMixin, BaseEstimator):
             raise
 
     def _reset(self):
-        for name in [k for k in self.__dict__ if k.endswith("_") and not k.startswith("__")]:
+        for name in [
+            k for k in self.__dict__ if k.endswith("_") and not k.startswith("__")
+        ]:
             del self.__dict__[name]
 
     def _commit(self, **state):
         """Assign new state arrays after checking they are finite."""
+        self._check_finite(**state)
+        for name, value in state.items():
+            setattr(self, name, value)
+
+    def _check_finite(self, **state):
+        """Raise NonFiniteStateError if any of the arrays is not finite."""
         for name, value in state.items():
             if isinstance(value, np.ndarray) and not np.isfinite(value).all():
                 raise NonFiniteStateError(
@@ -86,8 +99,6 @@ class BaseMemory(RegressorMixin, BaseEstimator):
                     "memory is unchanged. Scale the inputs down, lower the learning "
                     "rate, or raise the ridge."
                 )
-        for name, value in state.items():
-            setattr(self, name, value)
 
     def _check_gates(self, gates, n):
         unknown = set(gates) - set(self._gates)
@@ -153,7 +164,8 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """
         with self._atomic():
             X, Y, w, g = self._prepare(X, y, sample_weight, gates)
-            self._update(X, Y, w, g)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self._update(X, Y, w, g)
             self.n_seen_ += X.shape[0]
         return self
 
@@ -198,8 +210,9 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         Q = check_queries(self, X)
         return self._shape_out(self._read(Q))
 
-    def partial_fit_predict(self, X, y, queries=None, *, read="after",
-                            sample_weight=None, **gates):
+    def partial_fit_predict(
+        self, X, y, queries=None, *, read="after", sample_weight=None, **gates
+    ):
         """Absorb the pairs and return the causal recall at every row.
 
         Row ``t`` of the result is the recall of ``queries[t]`` (default
@@ -241,7 +254,8 @@ class BaseMemory(RegressorMixin, BaseEstimator):
                         f"queries has {Q.shape[0]} rows but X has {X.shape[0]}; "
                         "give one query per pair"
                     )
-            O = self._update_read(X, Y, Q, w, g, read == "after")
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                O = self._update_read(X, Y, Q, w, g, read == "after")
             if not np.isfinite(O).all():
                 raise NonFiniteStateError(
                     f"{type(self).__name__}: the causal outputs are non-finite; "

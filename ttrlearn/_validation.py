@@ -111,8 +111,9 @@ def check_weights(sample_weight, n, X):
                 f"sample_weight must be finite and >= 0, got {sample_weight!r}"
             )
         return np.full(n, sw)
-    sw = _check_sample_weight(sample_weight, X, dtype=np.float64,
-                              ensure_non_negative=True)
+    sw = _check_sample_weight(
+        sample_weight, X, dtype=np.float64, ensure_non_negative=True
+    )
     return sw
 
 
@@ -133,7 +134,11 @@ def check_gate(name, value, n, *, low, high, low_open, high_open=False):
     if not np.isfinite(arr).all():
         raise ValueError(f"gate {name!r} contains NaN or infinity")
     lo_bad = arr <= low if low_open else arr < low
-    hi_bad = np.zeros(n, bool) if high is None else (arr >= high if high_open else arr > high)
+    hi_bad = (
+        np.zeros(n, bool)
+        if high is None
+        else (arr >= high if high_open else arr > high)
+    )
     if lo_bad.any() or hi_bad.any():
         lb = "(" if low_open else "["
         hb = ")" if (high is None or high_open) else "]"

@@ -50,7 +50,7 @@ def decay_weights(n, decay=None, sample_weight=None):
     """
     a = np.broadcast_to(np.ones(n) if decay is None else np.asarray(decay, float), (n,))
     sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
-    return np.array([sw[i] * np.prod(a[i + 1:]) for i in range(n)])
+    return np.array([sw[i] * np.prod(a[i + 1 :]) for i in range(n)])
 
 
 def feature_map(X, name):
@@ -67,8 +67,9 @@ def feature_map(X, name):
     raise ValueError(f"unknown feature map {name!r}")
 
 
-def linear_attention(K, V, Q, *, decay=None, sample_weight=None,
-                     feature_map_="identity", normalize=False):
+def linear_attention(
+    K, V, Q, *, decay=None, sample_weight=None, feature_map_="identity", normalize=False
+):
     """Linear attention after all pairs: explicit weighted sums.
 
     Unnormalised: ``M = sum_i w_i v_i phi(k_i)^T`` and ``y = M phi(q)``.
@@ -169,8 +170,9 @@ def _unit(X):
     return X / np.where(nrm > 0, nrm, 1.0)
 
 
-def nadaraya_watson(K, V, Q, *, kernel, bandwidth, normalize_qk=False, decay=None,
-                    sample_weight=None):
+def nadaraya_watson(
+    K, V, Q, *, kernel, bandwidth, normalize_qk=False, decay=None, sample_weight=None
+):
     """Nadaraya-Watson (local constant) regression at each query, dense.
 
     ``y(q) = sum_i w_i kappa(q, k_i) v_i / sum_i w_i kappa(q, k_i)``; 0 where
@@ -178,8 +180,12 @@ def nadaraya_watson(K, V, Q, *, kernel, bandwidth, normalize_qk=False, decay=Non
     """
     K, V, Q = _f64(K, V, Q)
     w = decay_weights(K.shape[0], decay, sample_weight)
-    W = kernel_weights(Q, K, kernel=kernel, bandwidth=bandwidth,
-                       normalize_qk=normalize_qk) * w[None, :]
+    W = (
+        kernel_weights(
+            Q, K, kernel=kernel, bandwidth=bandwidth, normalize_qk=normalize_qk
+        )
+        * w[None, :]
+    )
     den = W.sum(axis=1)
     Y = np.zeros((Q.shape[0], V.shape[1]))
     ok = den > 0
@@ -187,8 +193,18 @@ def nadaraya_watson(K, V, Q, *, kernel, bandwidth, normalize_qk=False, decay=Non
     return Y
 
 
-def local_linear(K, V, Q, *, kernel, bandwidth, alpha=0.0, normalize_qk=False,
-                 decay=None, sample_weight=None):
+def local_linear(
+    K,
+    V,
+    Q,
+    *,
+    kernel,
+    bandwidth,
+    alpha=0.0,
+    normalize_qk=False,
+    decay=None,
+    sample_weight=None,
+):
     """Local linear regression at each query by weighted least squares.
 
     At each ``q`` solve ``min_{c, B} sum_i omega_i ||v_i - c - B (k_i - q)||^2
@@ -198,8 +214,12 @@ def local_linear(K, V, Q, *, kernel, bandwidth, alpha=0.0, normalize_qk=False,
     """
     K, V, Q = _f64(K, V, Q)
     w = decay_weights(K.shape[0], decay, sample_weight)
-    W = kernel_weights(Q, K, kernel=kernel, bandwidth=bandwidth,
-                       normalize_qk=normalize_qk) * w[None, :]
+    W = (
+        kernel_weights(
+            Q, K, kernel=kernel, bandwidth=bandwidth, normalize_qk=normalize_qk
+        )
+        * w[None, :]
+    )
     if normalize_qk:
         Q, K = _unit(Q), _unit(K)
     d = K.shape[1]
@@ -212,14 +232,27 @@ def local_linear(K, V, Q, *, kernel, bandwidth, alpha=0.0, normalize_qk=False,
         X = np.hstack([np.ones((K.shape[0], 1)), K - Q[m]]) * om[:, None]
         T = V * om[:, None]
         if alpha > 0:
-            X = np.vstack([X, np.hstack([np.zeros((d, 1)), np.sqrt(alpha) * np.eye(d)])])
+            X = np.vstack(
+                [X, np.hstack([np.zeros((d, 1)), np.sqrt(alpha) * np.eye(d)])]
+            )
             T = np.vstack([T, np.zeros((d, V.shape[1]))])
         Y[m] = np.linalg.lstsq(X, T, rcond=None)[0][0]
     return Y
 
 
-def gated_delta(K, V, Q=None, *, decay=None, learning_rate=1.0, sample_weight=None,
-                step="explicit", normalize_keys=True, read="after", M0=None):
+def gated_delta(
+    K,
+    V,
+    Q=None,
+    *,
+    decay=None,
+    learning_rate=1.0,
+    sample_weight=None,
+    step="explicit",
+    normalize_keys=True,
+    read="after",
+    M0=None,
+):
     """The gated delta rule as a plain per-token loop.
 
     ``M <- a_t M``; then (explicit) ``M <- M + b_t (v_t - M k_t) k_t^T`` or
@@ -278,5 +311,5 @@ def prefix_outputs(solver, K, V, Q, *, read="after", **gates):
         if m == 0:
             continue
         g = {k: (v[:m] if np.ndim(v) == 1 else v) for k, v in gates.items()}
-        out[t] = np.asarray(solver(K[:m], V[:m], Q[t:t + 1], **g)).reshape(-1)
+        out[t] = np.asarray(solver(K[:m], V[:m], Q[t : t + 1], **g)).reshape(-1)
     return out

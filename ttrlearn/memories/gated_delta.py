@@ -117,8 +117,17 @@ class GatedDeltaMemory(BaseMemory):
     _family = "gated_delta"
     _poor_score = True
 
-    def __init__(self, *, learning_rate=1.0, decay=1.0, normalize_keys=True,
-                 step="explicit", chunk_size=64, backend="auto", dtype="float64"):
+    def __init__(
+        self,
+        *,
+        learning_rate=1.0,
+        decay=1.0,
+        normalize_keys=True,
+        step="explicit",
+        chunk_size=64,
+        backend="auto",
+        dtype="float64",
+    ):
         self.learning_rate = learning_rate
         self.decay = decay
         self.normalize_keys = normalize_keys
@@ -145,21 +154,32 @@ class GatedDeltaMemory(BaseMemory):
                 f"explicit delta step with learning_rate * ||k||^2 = {bk[t]:.3g} >= 2 "
                 f"at row {t}: the memory may diverge along that key. Normalise the "
                 "keys, lower the learning rate, or use step='implicit'.",
-                DivergenceWarning, stacklevel=4)
+                DivergenceWarning,
+                stacklevel=4,
+            )
         return b
 
     def _update(self, X, Y, w, gates):
         K = self._keys(X)
         b = self._steps(K, w, gates)
-        M = self._k.gd_update(self.coef_, K, Y, b, np.log(gates["decay"]),
-                              self.chunk_size)
+        M = self._k.gd_update(
+            self.coef_, K, Y, b, np.log(gates["decay"]), self.chunk_size
+        )
         self._commit(coef_=M)
 
     def _update_read(self, X, Y, Q, w, gates, after):
         K = self._keys(X)
         b = self._steps(K, w, gates)
-        O, M = self._k.gd_update_read(self.coef_, K, Y, self._keys(Q), b,
-                                      np.log(gates["decay"]), after, self.chunk_size)
+        O, M = self._k.gd_update_read(
+            self.coef_,
+            K,
+            Y,
+            self._keys(Q),
+            b,
+            np.log(gates["decay"]),
+            after,
+            self.chunk_size,
+        )
         self._commit(coef_=M)
         return O
 

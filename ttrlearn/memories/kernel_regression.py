@@ -132,9 +132,20 @@ class KernelRegressionMemory(BaseMemory):
     _gates = {"decay": ("decay", DECAY_DOMAIN)}
     _family = "kernel_regression"
 
-    def __init__(self, *, kernel="softmax", bandwidth=None, normalize_qk=False,
-                 order=0, alpha=1e-6, max_memory=None, decay=1.0, block_size=2048,
-                 backend="auto", dtype="float64"):
+    def __init__(
+        self,
+        *,
+        kernel="softmax",
+        bandwidth=None,
+        normalize_qk=False,
+        order=0,
+        alpha=1e-6,
+        max_memory=None,
+        decay=1.0,
+        block_size=2048,
+        backend="auto",
+        dtype="float64",
+    ):
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.normalize_qk = normalize_qk
@@ -149,15 +160,15 @@ class KernelRegressionMemory(BaseMemory):
     # stored pairs live in amortised-growth buffers; these are views
     @property
     def keys_(self):
-        return self._kbuf_[self._lo_:self._hi_]
+        return self._kbuf_[self._lo_ : self._hi_]
 
     @property
     def values_(self):
-        return self._vbuf_[self._lo_:self._hi_]
+        return self._vbuf_[self._lo_ : self._hi_]
 
     @property
     def log_weights_(self):
-        return self._wbuf_[self._lo_:self._hi_] + self._log_decay_
+        return self._wbuf_[self._lo_ : self._hi_] + self._log_decay_
 
     def _init_state(self, n_features, n_outputs):
         dt = self._dtype_
@@ -190,20 +201,32 @@ class KernelRegressionMemory(BaseMemory):
         if hi + n > kb.shape[0]:
             live = hi - lo
             cap = max(16, 2 * (live + n))
-            new = [np.empty((cap, *b.shape[1:]), dtype=b.dtype) for b in (kb, vb, wb, pb)]
+            new = [
+                np.empty((cap, *b.shape[1:]), dtype=b.dtype) for b in (kb, vb, wb, pb)
+            ]
             for nb, b in zip(new, (kb, vb, wb, pb)):
                 nb[:live] = b[lo:hi]
             kb, vb, wb, pb = new
             lo, hi = 0, live
-        kb[hi:hi + n] = self._prep(X)
-        vb[hi:hi + n] = Y
-        wb[hi:hi + n] = raw
-        pb[hi:hi + n] = self.n_seen_ + np.arange(n)
-        return dict(_kbuf_=kb, _vbuf_=vb, _wbuf_=wb, _pbuf_=pb, _lo_=lo, _hi_=hi + n,
-                    _log_decay_=float(L[-1]))
+        kb[hi : hi + n] = self._prep(X)
+        vb[hi : hi + n] = Y
+        wb[hi : hi + n] = raw
+        pb[hi : hi + n] = self.n_seen_ + np.arange(n)
+        return dict(
+            _kbuf_=kb,
+            _vbuf_=vb,
+            _wbuf_=wb,
+            _pbuf_=pb,
+            _lo_=lo,
+            _hi_=hi + n,
+            _log_decay_=float(L[-1]),
+        )
 
     def _evict(self, state):
-        if self.max_memory is not None and state["_hi_"] - state["_lo_"] > self.max_memory:
+        if (
+            self.max_memory is not None
+            and state["_hi_"] - state["_lo_"] > self.max_memory
+        ):
             state["_lo_"] = state["_hi_"] - self.max_memory
         return state
 
@@ -221,16 +244,34 @@ class KernelRegressionMemory(BaseMemory):
         lo, hi = st["_lo_"], st["_hi_"]
         qpos = self.n_seen_ + np.arange(X.shape[0], dtype=np.int64)
         O = self._k.kr_read(
-            st["_kbuf_"][lo:hi], st["_vbuf_"][lo:hi], st["_wbuf_"][lo:hi],
-            self._prep(Q), self.kernel, self.bandwidth_, self.order, float(self.alpha),
-            st["_pbuf_"][lo:hi], qpos, after, self.max_memory or 0,
-            block_k=self.block_size)
+            st["_kbuf_"][lo:hi],
+            st["_vbuf_"][lo:hi],
+            st["_wbuf_"][lo:hi],
+            self._prep(Q),
+            self.kernel,
+            self.bandwidth_,
+            self.order,
+            float(self.alpha),
+            st["_pbuf_"][lo:hi],
+            qpos,
+            after,
+            self.max_memory or 0,
+            block_k=self.block_size,
+        )
         self._set(self._evict(st))
         return O.astype(self._dtype_, copy=False)
 
     def _read(self, Q):
         lo, hi = self._lo_, self._hi_
-        O = self._k.kr_read(self._kbuf_[lo:hi], self._vbuf_[lo:hi], self._wbuf_[lo:hi],
-                            self._prep(Q), self.kernel, self.bandwidth_, self.order,
-                            float(self.alpha), block_k=self.block_size)
+        O = self._k.kr_read(
+            self._kbuf_[lo:hi],
+            self._vbuf_[lo:hi],
+            self._wbuf_[lo:hi],
+            self._prep(Q),
+            self.kernel,
+            self.bandwidth_,
+            self.order,
+            float(self.alpha),
+            block_k=self.block_size,
+        )
         return O.astype(self._dtype_, copy=False)

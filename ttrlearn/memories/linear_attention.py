@@ -120,8 +120,16 @@ class LinearAttentionMemory(BaseMemory):
     _family = "linear_attention"
     _poor_score = True
 
-    def __init__(self, *, feature_map="identity", normalize=False, decay=1.0,
-                 chunk_size=64, backend="auto", dtype="float64"):
+    def __init__(
+        self,
+        *,
+        feature_map="identity",
+        normalize=False,
+        decay=1.0,
+        chunk_size=64,
+        backend="auto",
+        dtype="float64",
+    ):
         self.feature_map = feature_map
         self.normalize = normalize
         self.decay = decay
@@ -164,17 +172,28 @@ class LinearAttentionMemory(BaseMemory):
         self.normalizer_ = np.zeros(d_phi, dtype=self._dtype_)
 
     def _update(self, X, Y, w, gates):
-        M, z = self._k.la_update(self.memory_, self.normalizer_, self._phi(X), Y, w,
-                                 np.log(gates["decay"]))
+        M, z = self._k.la_update(
+            self.memory_, self.normalizer_, self._phi(X), Y, w, np.log(gates["decay"])
+        )
         self._commit(memory_=M, normalizer_=z)
 
     def _update_read(self, X, Y, Q, w, gates, after):
         O, M, z = self._k.la_update_read(
-            self.memory_, self.normalizer_, self._phi(X), Y, self._phi(Q), w,
-            np.log(gates["decay"]), after, bool(self.normalize), self.chunk_size)
+            self.memory_,
+            self.normalizer_,
+            self._phi(X),
+            Y,
+            self._phi(Q),
+            w,
+            np.log(gates["decay"]),
+            after,
+            bool(self.normalize),
+            self.chunk_size,
+        )
         self._commit(memory_=M, normalizer_=z)
         return O
 
     def _read(self, Q):
-        return self._k.la_read(self.memory_, self.normalizer_, self._phi(Q),
-                               bool(self.normalize))
+        return self._k.la_read(
+            self.memory_, self.normalizer_, self._phi(Q), bool(self.normalize)
+        )

@@ -109,8 +109,16 @@ class RLSMemory(BaseMemory):
     _gates = {"decay": ("forgetting_factor", DECAY_DOMAIN)}
     _family = "rls"
 
-    def __init__(self, *, alpha=1.0, forgetting_factor=1.0, ridge_mode="decayed",
-                 chunk_size=None, backend="auto", dtype="float64"):
+    def __init__(
+        self,
+        *,
+        alpha=1.0,
+        forgetting_factor=1.0,
+        ridge_mode="decayed",
+        chunk_size=None,
+        backend="auto",
+        dtype="float64",
+    ):
         self.alpha = alpha
         self.forgetting_factor = forgetting_factor
         self.ridge_mode = ridge_mode
@@ -125,7 +133,9 @@ class RLSMemory(BaseMemory):
     def _init_state(self, n_features, n_outputs):
         dt = self._dtype_
         decayed = self.ridge_mode == "decayed"
-        self.gram_ = (float(self.alpha) if decayed else 0.0) * np.eye(n_features, dtype=dt)
+        self.gram_ = (float(self.alpha) if decayed else 0.0) * np.eye(
+            n_features, dtype=dt
+        )
         self.moment_ = np.zeros((n_outputs, n_features), dtype=dt)
         self.ridge_ = float(self.alpha)
         self.coef_ = np.zeros((n_outputs, n_features), dtype=dt)
@@ -134,7 +144,10 @@ class RLSMemory(BaseMemory):
         ridge = self.ridge_
         if self.ridge_mode == "decayed":
             ridge = float(self.ridge_ * np.exp(log_a.sum()))
-        coef = self._k.rls_solve(H, G, self._solve_ridge).astype(self._dtype_, copy=False)
+        self._check_finite(gram_=H, moment_=G)
+        coef = self._k.rls_solve(H, G, self._solve_ridge).astype(
+            self._dtype_, copy=False
+        )
         self._commit(gram_=H, moment_=G, coef_=coef)
         self.ridge_ = ridge
 
@@ -147,8 +160,18 @@ class RLSMemory(BaseMemory):
         log_a = np.log(gates["decay"])
         chunk = self.chunk_size or max(64, X.shape[1])
         O, H, G = self._k.rls_update_read(
-            self.gram_, self.moment_, self._solve_ridge, self.ridge_mode == "decayed",
-            X, Y, Q, w, log_a, after, chunk)
+            self.gram_,
+            self.moment_,
+            self._solve_ridge,
+            self.ridge_mode == "decayed",
+            X,
+            Y,
+            Q,
+            w,
+            log_a,
+            after,
+            chunk,
+        )
         self._finish(H, G, log_a)
         return O
 

@@ -45,10 +45,12 @@ def _chunk(S, K, V, b, la, Q, after):
     A = np.tril(KK * Gam, -1) * bd[:, None]
     TI = A
     TI[np.diag_indices(C)] = 1
-    U = solve_triangular(TI, V * bd[:, None], lower=True, unit_diagonal=True,
-                         check_finite=False)
-    W = solve_triangular(TI, K * (bd * gam)[:, None], lower=True,
-                         unit_diagonal=True, check_finite=False)
+    U = solve_triangular(
+        TI, V * bd[:, None], lower=True, unit_diagonal=True, check_finite=False
+    )
+    W = solve_triangular(
+        TI, K * (bd * gam)[:, None], lower=True, unit_diagonal=True, check_finite=False
+    )
     Ut = U - W @ S
     O = None
     if Q is not None:
@@ -59,8 +61,9 @@ def _chunk(S, K, V, b, la, Q, after):
             # state after row t-1: g_{t-1} and ratios g_{t-1} / g_j for j < t
             gprev = np.concatenate(([1.0], np.exp(lg[:-1]))).astype(dt)
             lprev = np.concatenate(([0.0], lg_rel[:-1]))
-            ex = np.where(np.tri(C, k=-1, dtype=bool),
-                          lprev[:, None] - lg_rel[None, :], -np.inf)
+            ex = np.where(
+                np.tri(C, k=-1, dtype=bool), lprev[:, None] - lg_rel[None, :], -np.inf
+            )
             O = gprev[:, None] * (Q @ S) + (QK * np.exp(ex).astype(dt)) @ Ut
     tail = np.exp(lg_rel[-1] - lg_rel).astype(dt)
     S_new = gam[-1] * S + (K * tail[:, None]).T @ Ut

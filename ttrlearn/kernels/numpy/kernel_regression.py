@@ -22,8 +22,11 @@ def kr_log_kernel(Q, K, kernel, h):
     """``log kappa_h(q, k)`` for all pairs, shape (m, n)."""
     if kernel == "softmax":
         return (Q @ K.T) / h
-    sq = (np.einsum("ij,ij->i", Q, Q)[:, None] + np.einsum("ij,ij->i", K, K)[None, :]
-          - 2.0 * (Q @ K.T))
+    sq = (
+        np.einsum("ij,ij->i", Q, Q)[:, None]
+        + np.einsum("ij,ij->i", K, K)[None, :]
+        - 2.0 * (Q @ K.T)
+    )
     np.maximum(sq, 0, out=sq)
     if kernel == "gaussian":
         return sq / (-2.0 * h * h)
@@ -34,8 +37,22 @@ def kr_log_kernel(Q, K, kernel, h):
         return np.where(u2 < 1, np.log(np.maximum(1.0 - u2, 0.0)), -np.inf)
 
 
-def kr_read(K, V, lw, Q, kernel, h, order, alpha, kpos=None, qpos=None,
-            after=True, window=0, block_q=256, block_k=2048):
+def kr_read(
+    K,
+    V,
+    lw,
+    Q,
+    kernel,
+    h,
+    order,
+    alpha,
+    kpos=None,
+    qpos=None,
+    after=True,
+    window=0,
+    block_q=256,
+    block_k=2048,
+):
     """Recall at each row of ``Q`` from stored ``K`` (n, d_k), ``V`` (n, d_v).
 
     ``kpos``/``qpos`` (int64) restrict query t to keys with
@@ -56,14 +73,29 @@ def kr_read(K, V, lw, Q, kernel, h, order, alpha, kpos=None, qpos=None,
             hi = int(np.searchsorted(kpos, qmax, side="right" if after else "left"))
             if window:
                 lo = int(np.searchsorted(kpos, qmin - window, side="right"))
-        out[qs:qe] = _read_block(K, V, lw, Qb, kernel, h, order, alpha, lo, hi,
-                                 kpos, None if qpos is None else qpos[qs:qe],
-                                 after, window, block_k)
+        out[qs:qe] = _read_block(
+            K,
+            V,
+            lw,
+            Qb,
+            kernel,
+            h,
+            order,
+            alpha,
+            lo,
+            hi,
+            kpos,
+            None if qpos is None else qpos[qs:qe],
+            after,
+            window,
+            block_k,
+        )
     return out
 
 
-def _read_block(K, V, lw, Qb, kernel, h, order, alpha, lo, hi, kpos, qp, after,
-                window, block_k):
+def _read_block(
+    K, V, lw, Qb, kernel, h, order, alpha, lo, hi, kpos, qp, after, window, block_k
+):
     b, d_k, d_v = Qb.shape[0], K.shape[1], V.shape[1]
     mx = np.full(b, -np.inf)
     s = np.zeros(b)
@@ -87,7 +119,9 @@ def _read_block(K, V, lw, Qb, kernel, h, order, alpha, lo, hi, kpos, qp, after,
         new = np.maximum(mx, bmax)
         finite = np.isfinite(new)
         shift = np.where(finite, new, 0.0)
-        corr = np.where(finite, np.exp(np.where(np.isfinite(mx), mx - shift, -np.inf)), 0)
+        corr = np.where(
+            finite, np.exp(np.where(np.isfinite(mx), mx - shift, -np.inf)), 0
+        )
         p = np.exp(logit - shift[:, None])
         Vb = V[ks:ke].astype(np.float64)
         s = s * corr + p.sum(axis=1)
@@ -116,7 +150,8 @@ def _read_block(K, V, lw, Qb, kernel, h, order, alpha, lo, hi, kpos, qp, after,
     try:
         Bt = np.linalg.solve(S, rhs)
     except np.linalg.LinAlgError:
-        Bt = np.stack([np.linalg.lstsq(Si, ri, rcond=None)[0]
-                       for Si, ri in zip(S, rhs)])
+        Bt = np.stack(
+            [np.linalg.lstsq(Si, ri, rcond=None)[0] for Si, ri in zip(S, rhs)]
+        )
     res[ok] = vbar - np.einsum("bjv,bj->bv", Bt, dbar)
     return res

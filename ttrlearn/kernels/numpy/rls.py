@@ -35,7 +35,7 @@ def rls_update(H, G, X, Y, w, log_a):
 def _factor(A):
     """Cholesky factor of SPD ``A`` (lower) or None when not positive definite."""
     try:
-        c, low = cho_factor(A, lower=True, check_finite=False)
+        c, _low = cho_factor(A, lower=True, check_finite=False)
     except (LinAlgError, ValueError):
         return None
     if not np.all(np.isfinite(c)):
@@ -100,8 +100,9 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
             lg = np.cumsum(la) - la[0]  # decay of the first row folds into Hf
             sq = np.sqrt(wc * np.exp(-lg)).astype(dt)
             E = (Yc - Xc @ M0.T) * sq[:, None]
-            Wt = solve_triangular(R, (Xc * sq[:, None]).T, lower=True,
-                                  check_finite=False)          # R^{-1} Xd^T
+            Wt = solve_triangular(
+                R, (Xc * sq[:, None]).T, lower=True, check_finite=False
+            )  # R^{-1} Xd^T
             Zq = solve_triangular(R, Qc.T, lower=True, check_finite=False)
             # the entry system decays by the chunk's first a before its write
             root = dt.type(np.exp(-0.5 * la[0]))
@@ -123,8 +124,10 @@ def _rows_one_by_one(H, G, ridge, decayed, X, Y, Q, w, log_a, after):
     O = np.empty((X.shape[0], G.shape[0]), dtype=H.dtype)
     for t in range(X.shape[0]):
         if not after:
-            O[t] = rls_read(rls_solve(H, G, ridge), Q[t:t + 1])[0]
-        H, G = rls_update(H, G, X[t:t + 1], Y[t:t + 1], w[t:t + 1], log_a[t:t + 1])
+            O[t] = rls_read(rls_solve(H, G, ridge), Q[t : t + 1])[0]
+        H, G = rls_update(
+            H, G, X[t : t + 1], Y[t : t + 1], w[t : t + 1], log_a[t : t + 1]
+        )
         if after:
-            O[t] = rls_read(rls_solve(H, G, ridge), Q[t:t + 1])[0]
+            O[t] = rls_read(rls_solve(H, G, ridge), Q[t : t + 1])[0]
     return O
