@@ -231,8 +231,8 @@ class KernelRegressionMemory(BaseMemory):
         return state
 
     def _set(self, state):
-        if not np.isfinite(state["_log_decay_"]):
-            self._commit(_log_decay_=np.array(state["_log_decay_"]))
+        # appended rows were validated finite; the only derived scalar is the
+        # cumulative log-decay, finite for every decay in (0, 1]
         for k, v in state.items():
             setattr(self, k, v)
 
