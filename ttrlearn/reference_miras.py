@@ -388,7 +388,7 @@ def online_memory(
         ftrl_learning_rate = float(learning_rate) if np.ndim(learning_rate) == 0 else 1.0
     thr = l1_penalty * ftrl_learning_rate
     res = residual and d_k == d_v
-    if residual and not res:
+    if memory == "mlp" and residual and not res:
         warnings.warn("residual dropped: d_k != d_v", UserWarning, stacklevel=2)
     lossk = dict(loss=loss, p=p, delta=delta, value_shift=value_shift)
 
