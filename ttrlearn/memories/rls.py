@@ -33,6 +33,15 @@ class RLSMemory(BaseMemory):
         ``"decayed"``: the prior forgets with the data, ``r_t = alpha *
         prod_{j<=t} a_j`` (classical exponentially weighted RLS, an exact
         rank-k recursion). ``"fixed"``: ``r_t = alpha`` (the Mesa layer).
+    stabilize : float, default=None
+        Opt-in windup guard (stabilised forgetting, Kulhavy-Zarrop): each
+        decay becomes ``H <- a H + (1 - a) * stabilize * I`` before the write,
+        an eigenvalue floor on the information matrix. Under forgetting with
+        poor excitation (keys that stop exploring a direction) the classical
+        recursion lets the inverse Gram grow like ``a^-t`` along that
+        direction (covariance windup); with the guard ``H`` keeps
+        ``lambda_min(H) >= min(lambda_min(H_0), stabilize)``. Exactly
+        equivalent to an extra ridge (see Notes). None: no guard.
     chunk_size : int, default=None
         Rows per chunk in :meth:`partial_fit_predict`; ``max(64, n_features)``
         when None. A performance knob only.
@@ -47,11 +56,12 @@ class RLSMemory(BaseMemory):
         The current ridge solution ``M``; ``predict(Q) = Q @ coef_.T``.
     gram_ : ndarray of shape (n_features, n_features)
         Weighted Gram matrix ``sum_i w_i k_i k_i^T`` (plus the decayed prior
-        ``r_t I`` in ``"decayed"`` mode), kept symmetric.
+        ``alpha prod_j a_j I`` in ``"decayed"`` mode and the guard's
+        ``stabilize (1 - prod_j a_j) I``), kept symmetric.
     moment_ : ndarray of shape (n_outputs, n_features)
         Weighted cross-moment ``sum_i w_i v_i k_i^T``.
     ridge_ : float
-        The current ridge ``r_t``.
+        The current effective ridge ``r_t`` (including the guard's floor).
     n_features_in_ : int
         Key width.
     n_outputs_ : int
@@ -82,6 +92,22 @@ class RLSMemory(BaseMemory):
     system per chunk); a fixed ridge under forgetting has no low-rank
     structure and is solved row by row.
 
+    Windup guard (``stabilize=f``): ``H_t = a_t H_{t-1} + (1 - a_t) f I +
+    b_t k_t k_t^T``. Since ``f I`` is a fixed point of ``H <- a H + (1-a) f
+    I``, a block with total decay ``P = prod a_j`` maps ``H`` to ``P H + f (1
+    - P) I + sum_i c_i k_i k_i^T`` exactly, so the oracle is the same
+    weighted ridge with the effective ridge ``r_t = alpha P_t + f (1 - P_t)``
+    (``"decayed"``; ``f = alpha`` makes it the fixed ridge) or ``alpha + f
+    (1 - P_t)`` (``"fixed"``), ``P_t = prod_{j<=t} a_j``: tested against
+    ``ttrlearn.reference.ridge(..., alpha=r_t, ridge_mode="fixed")``. Causal
+    outputs with the guard and a decay != 1 are solved row by row.
+
+    Merging (:meth:`merge`, ``ttrlearn.merge``): the information form is a
+    monoid; with ``P_b`` the total decay of the second stream,
+    ``H = P_b H_a + H_b - P_b H_0``, ``G = P_b G_a + G_b`` (``H_0`` the
+    initial ``H``, so the decayed prior is not counted twice). Associative,
+    not commutative under forgetting.
+
     References
     ----------
     .. [1] Haykin, "Adaptive Filter Theory", ch. 10 (exponentially weighted RLS).
@@ -104,6 +130,7 @@ class RLSMemory(BaseMemory):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "forgetting_factor": [Interval(Real, 0, 1, closed="right")],
         "ridge_mode": [StrOptions({"decayed", "fixed"})],
+        "stabilize": [Interval(Real, 0, None, closed="left"), None],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
     }
     _gates = {"decay": ("forgetting_factor", DECAY_DOMAIN)}
@@ -115,6 +142,7 @@ class RLSMemory(BaseMemory):
         alpha=1.0,
         forgetting_factor=1.0,
         ridge_mode="decayed",
+        stabilize=None,
         chunk_size=None,
         backend="auto",
         dtype="float64",
@@ -122,6 +150,7 @@ class RLSMemory(BaseMemory):
         self.alpha = alpha
         self.forgetting_factor = forgetting_factor
         self.ridge_mode = ridge_mode
+        self.stabilize = stabilize
         self.chunk_size = chunk_size
         self.backend = backend
         self.dtype = dtype
@@ -139,17 +168,30 @@ class RLSMemory(BaseMemory):
         self.moment_ = np.zeros((n_outputs, n_features), dtype=dt)
         self.ridge_ = float(self.alpha)
         self.coef_ = np.zeros((n_outputs, n_features), dtype=dt)
+        self._log_decay_ = 0.0  # log prod of every decay so far (for merges)
 
-    def _finish(self, H, G, log_a):
-        ridge = self.ridge_
-        if self.ridge_mode == "decayed":
-            ridge = float(self.ridge_ * np.exp(log_a.sum()))
+    @property
+    def _floor(self):
+        return 0.0 if self.stabilize is None else float(self.stabilize)
+
+    def _finish(self, H, G, log_a, floor_applied=False):
+        total = float(log_a.sum())
+        keep = float(np.exp(total))  # P: the block's total decay
+        floor = self._floor
+        if floor and total and not floor_applied:
+            # the guard's exact block effect: f (1 - P) I (see Notes)
+            H = H + H.dtype.type(-floor * np.expm1(total)) * np.eye(
+                H.shape[0], dtype=H.dtype
+            )
+        base = 0.0 if self.ridge_mode == "decayed" else float(self.alpha)
+        ridge = base + keep * (self.ridge_ - base) - floor * np.expm1(total)
         self._check_finite(gram_=H, moment_=G)
         coef = self._k.rls_solve(H, G, self._solve_ridge).astype(
             self._dtype_, copy=False
         )
         self._commit(gram_=H, moment_=G, coef_=coef)
-        self.ridge_ = ridge
+        self.ridge_ = float(ridge)
+        self._log_decay_ = self._log_decay_ + total
 
     def _update(self, X, Y, w, gates):
         log_a = np.log(gates["decay"])
@@ -158,6 +200,21 @@ class RLSMemory(BaseMemory):
 
     def _update_read(self, X, Y, Q, w, gates, after):
         log_a = np.log(gates["decay"])
+        if self._floor and np.any(log_a):
+            O, H, G = self._k.rls_update_read_stabilized(
+                self.gram_,
+                self.moment_,
+                self._solve_ridge,
+                self._floor,
+                X,
+                Y,
+                Q,
+                w,
+                log_a,
+                after,
+            )
+            self._finish(H, G, log_a, floor_applied=True)
+            return O
         chunk = self.chunk_size or max(64, X.shape[1])
         O, H, G = self._k.rls_update_read(
             self.gram_,

@@ -15,7 +15,13 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve, solve_triangular
 
 from ttrlearn.kernels.numpy._chunks import chunk_bounds
 
-__all__ = ["rls_read", "rls_solve", "rls_update", "rls_update_read"]
+__all__ = [
+    "rls_read",
+    "rls_solve",
+    "rls_update",
+    "rls_update_read",
+    "rls_update_read_stabilized",
+]
 
 
 def rls_update(H, G, X, Y, w, log_a):
@@ -131,3 +137,26 @@ def _rows_one_by_one(H, G, ridge, decayed, X, Y, Q, w, log_a, after):
         if after:
             O[t] = rls_read(rls_solve(H, G, ridge), Q[t : t + 1])[0]
     return O
+
+
+def rls_update_read_stabilized(H, G, ridge, floor, X, Y, Q, w, log_a, after):
+    """Causal outputs with the windup guard, row by row, and the final state.
+
+    Each row applies ``H <- a H + (1 - a) floor I`` then the rank-1 write
+    (``rls_update``), so the guard's floor term breaks the low-rank structure
+    that the chunked Woodbury path needs. ``ridge`` is the extra ridge added
+    at solve time (0 in decayed mode). Returns ``(O, H, G)``.
+    """
+    O = np.empty((X.shape[0], G.shape[0]), dtype=H.dtype)
+    eye = np.eye(H.shape[0], dtype=H.dtype)
+    for t in range(X.shape[0]):
+        if not after:
+            O[t] = rls_read(rls_solve(H, G, ridge), Q[t : t + 1])[0]
+        H, G = rls_update(
+            H, G, X[t : t + 1], Y[t : t + 1], w[t : t + 1], log_a[t : t + 1]
+        )
+        if log_a[t]:
+            H = H + H.dtype.type(-floor * np.expm1(log_a[t])) * eye
+        if after:
+            O[t] = rls_read(rls_solve(H, G, ridge), Q[t : t + 1])[0]
+    return O, H, G
