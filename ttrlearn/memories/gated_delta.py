@@ -47,6 +47,10 @@ class GatedDeltaMemory(BaseMemory):
         ``b / (1 + b ||k||^2)``; stable for every ``b >= 0``.
     chunk_size : int, default=64
         Rows per chunk of the WY/UT form. A performance knob only.
+    track_segment_map : bool, default=False
+        Also keep ``transition_``, the linear part of the affine map that the
+        absorbed stream applies to an entry memory (``d_k x d_k`` extra state,
+        ``O(n d_k^2)`` extra work per call). Needed by :meth:`merge`.
     backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
         Kernel backend, resolved on the first call.
     dtype : {"float64", "float32"}, default="float64"
@@ -57,6 +61,10 @@ class GatedDeltaMemory(BaseMemory):
     coef_ : ndarray of shape (n_outputs, n_features)
         The memory ``M``; ``predict(Q) = Q @ coef_.T`` (queries normalised
         first when ``normalize_keys``).
+    transition_ : ndarray of shape (n_features, n_features)
+        Only with ``track_segment_map=True``: ``A = prod_t a_t (I - b_t k_t
+        k_t^T)`` (time order, right-multiplied), so that the absorbed stream
+        maps any entry memory ``M`` to ``M A + coef_``.
     n_features_in_ : int
         Key width.
     n_outputs_ : int
@@ -84,6 +92,14 @@ class GatedDeltaMemory(BaseMemory):
     by a unit-triangular solve, then GEMMs (see
     ``ttrlearn.kernels.numpy.gated_delta``).
 
+    Segment map: each write is affine in the memory, ``M_t = M_{t-1} A_t +
+    b_t v_t k_t^T`` with ``A_t = a_t (I - b_t k_t k_t^T)``, so a stream maps
+    ``M -> M A + C`` with ``A = A_1 ... A_n`` and ``C`` the memory it builds
+    from zero (``coef_``). ``A`` is the same recurrence run on the identity
+    with zero values, computed by the same chunked kernel. Composition is
+    associative, not commutative: ``merge`` gives ``coef_ = C_a A_b + C_b``,
+    ``transition_ = A_a A_b`` (tested equal to the fit on the joined stream).
+
     References
     ----------
     .. [1] Yang, Kautz & Hatamizadeh, "Gated Delta Networks: Improving Mamba2
@@ -109,6 +125,7 @@ class GatedDeltaMemory(BaseMemory):
         "normalize_keys": ["boolean"],
         "step": [StrOptions({"explicit", "implicit"})],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "track_segment_map": ["boolean"],
     }
     _gates = {
         "decay": ("decay", DECAY_DOMAIN),
@@ -125,6 +142,7 @@ class GatedDeltaMemory(BaseMemory):
         normalize_keys=True,
         step="explicit",
         chunk_size=64,
+        track_segment_map=False,
         backend="auto",
         dtype="float64",
     ):
@@ -133,11 +151,28 @@ class GatedDeltaMemory(BaseMemory):
         self.normalize_keys = normalize_keys
         self.step = step
         self.chunk_size = chunk_size
+        self.track_segment_map = track_segment_map
         self.backend = backend
         self.dtype = dtype
 
     def _init_state(self, n_features, n_outputs):
         self.coef_ = np.zeros((n_outputs, n_features), dtype=self._dtype_)
+        if self.track_segment_map:
+            self.transition_ = np.eye(n_features, dtype=self._dtype_)
+
+    def _transition(self, K, b, log_a):
+        """The segment map's linear part after these rows (or an empty dict)."""
+        if not self.track_segment_map:
+            return {}
+        A = self._k.gd_update(
+            self.transition_,
+            K,
+            np.zeros((K.shape[0], K.shape[1]), dtype=K.dtype),
+            b,
+            log_a,
+            self.chunk_size,
+        )
+        return {"transition_": A}
 
     def _keys(self, X):
         return _unit_rows(X) if self.normalize_keys else X
@@ -162,25 +197,25 @@ class GatedDeltaMemory(BaseMemory):
     def _update(self, X, Y, w, gates):
         K = self._keys(X)
         b = self._steps(K, w, gates)
-        M = self._k.gd_update(
-            self.coef_, K, Y, b, np.log(gates["decay"]), self.chunk_size
-        )
-        self._commit(coef_=M)
+        log_a = np.log(gates["decay"])
+        M = self._k.gd_update(self.coef_, K, Y, b, log_a, self.chunk_size)
+        self._commit(coef_=M, **self._transition(K, b, log_a))
 
     def _update_read(self, X, Y, Q, w, gates, after):
         K = self._keys(X)
         b = self._steps(K, w, gates)
+        log_a = np.log(gates["decay"])
         O, M = self._k.gd_update_read(
             self.coef_,
             K,
             Y,
             self._keys(Q),
             b,
-            np.log(gates["decay"]),
+            log_a,
             after,
             self.chunk_size,
         )
-        self._commit(coef_=M)
+        self._commit(coef_=M, **self._transition(K, b, log_a))
         return O
 
     def _read(self, Q):
