@@ -648,3 +648,20 @@ _WEIGHT = (
 )
 def test_sklearn_checks(estimator, check):
     check(estimator)
+
+
+# ----------------------------------------------------------------- example
+def test_robust_recall_example_robust_losses_win():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "robust_recall.py"
+    spec = importlib.util.spec_from_file_location("robust_recall", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    names = ["l2 delta rule", "Yaad (huber_switch)", "Moneta p=1, q=2"]
+    rows = {r["name"]: r for r in mod.run(n_val=1, n_seeds=2, memories=names)}
+    l2 = rows["l2 delta rule"]["mean"]
+    assert rows["Yaad (huber_switch)"]["mean"] < 0.5 * l2
+    assert rows["Moneta p=1, q=2"]["mean"] < 0.5 * l2
+    assert "| l2 delta rule |" in mod.format_table(list(rows.values()))
