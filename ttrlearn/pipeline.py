@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline, _name_estimators
 from sklearn.utils.validation import check_is_fitted
 
@@ -35,7 +36,8 @@ class StreamPipeline(Pipeline):
     then transforms it; any other step (stateless ones such as
     ``FunctionTransformer`` or ``PolynomialFeatures``) is fitted on the first
     chunk that reaches it, if not fitted already, and then used as is. The
-    final step (a memory) absorbs the result with ``partial_fit``.
+    final step (a memory) absorbs the result with ``partial_fit``. A step
+    wrapped in :class:`sklearn.frozen.FrozenEstimator` is never updated.
 
     Parameters
     ----------
@@ -76,8 +78,8 @@ class StreamPipeline(Pipeline):
     ends with exactly the batch mean and variance, but the memory has stored
     the early chunks scaled with the statistics known at their time, so with
     a scaler the predictions equal the batch pipeline's only for a single
-    chunk; scale with statistics fixed in advance (a fitted scaler, which is
-    then used as is) where equality matters.
+    chunk. Where equality matters, scale with statistics fixed in advance:
+    ``FrozenEstimator(StandardScaler().fit(X_warmup))`` is used as is.
 
     Examples
     --------
@@ -126,7 +128,11 @@ class StreamPipeline(Pipeline):
             )
         Xt, yt = X, y
         for _, name, step in self._iter(with_final=False, filter_passthrough=True):
-            if hasattr(step, "partial_transform"):
+            if not _n_rows(Xt):
+                return self  # nothing reaches the later steps (no pair yet)
+            if isinstance(step, FrozenEstimator):
+                Xt = step.transform(Xt)
+            elif hasattr(step, "partial_transform"):
                 if yt is not None:
                     raise ValueError(
                         f"step {name!r} makes the targets from the series (it "
@@ -135,15 +141,10 @@ class StreamPipeline(Pipeline):
                     )
                 Xt, yt = step.partial_transform(Xt)
             elif hasattr(step, "partial_fit"):
-                if _n_rows(Xt):
-                    step.partial_fit(Xt, yt)
-                if not _is_fitted(step):
-                    return self  # nothing has reached this step yet
+                step.partial_fit(Xt, yt)
                 Xt = step.transform(Xt)
             else:
                 if not _is_fitted(step):
-                    if not _n_rows(Xt):
-                        return self
                     step.fit(Xt, yt)
                 Xt = step.transform(Xt)
         if final != "passthrough" and _n_rows(Xt):
