@@ -43,7 +43,14 @@ def _require_cupy():
 
 
 def available_backends() -> list[str]:
-    """Backends usable in this process, in order of preference for NumPy input."""
+    """List the backends usable in this process.
+
+    Returns
+    -------
+    backends : list of str
+        Usable backends, in order of preference for NumPy input (``"cupy"``
+        only where CuPy imports and a CUDA device is available).
+    """
     out = ["numpy"]
     if _numba_available():
         out.insert(0, "numba")

@@ -31,6 +31,11 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     backend resolution and the all-or-nothing guarantee: a call that raises
     leaves every attribute exactly as it was, and an update that would make
     the state non-finite is rolled back with :class:`NonFiniteStateError`.
+
+    See Also
+    --------
+    LinearAttentionMemory, RLSMemory, GatedDeltaMemory, KernelRegressionMemory :
+        The memories built on this template.
     """
 
     _parameter_constraints: dict = {

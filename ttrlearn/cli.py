@@ -36,7 +36,9 @@ def _memories(d):
         "RLS (forgetting 0.99)": RLSMemory(alpha=1e-3, forgetting_factor=0.99),
         "delta rule (NLMS)": GatedDeltaMemory(),
         "gated delta (decay 0.99)": GatedDeltaMemory(decay=0.99),
-        "Longhorn (implicit, lr=4)": GatedDeltaMemory(step="implicit", learning_rate=4.0),
+        "Longhorn (implicit, lr=4)": GatedDeltaMemory(
+            step="implicit", learning_rate=4.0
+        ),
         "softmax attention (tau=0.1, QKNorm)": KernelRegressionMemory(
             bandwidth=0.1, normalize_qk=True
         ),
@@ -68,18 +70,24 @@ def demo(argv=None):
     p = argparse.ArgumentParser(prog="ttrlearn demo", description=demo.__doc__)
     p.add_argument("--pairs", type=int, default=16384, help="stream length for speed")
     p.add_argument("--dim", type=int, default=64, help="key and value width d")
-    p.add_argument("--load", type=float, default=0.5,
-                   help="stored pairs as a fraction of d (N/d) for the recall error")
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.5,
+        help="stored pairs as a fraction of d (N/d) for the recall error",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     n, d = args.pairs, args.dim
-    N = max(1, int(round(args.load * d)))
+    N = max(1, round(args.load * d))
     K = rng.normal(size=(n, d))
     K /= np.linalg.norm(K, axis=1, keepdims=True)
     V = rng.normal(size=(n, d)) / np.sqrt(d)
-    print(f"ttrlearn demo: d = {d}; recall of N = {N} random unit pairs "
-          f"(N/d = {N / d:g}); speed of partial_fit on {n:,} pairs")
+    print(
+        f"ttrlearn demo: d = {d}; recall of N = {N} random unit pairs "
+        f"(N/d = {N / d:g}); speed of partial_fit on {n:,} pairs"
+    )
     print(f"{'memory':40s} {'backend':>7s} {'rel. MSE':>9s} {'pairs/s':>12s}")
     for name, proto in _memories(d).items():
         mem = clone(proto).fit(K[:N], V[:N])
@@ -104,15 +112,17 @@ def info(argv=None):
         try:
             m = importlib.import_module(mod)
             print(f"{mod:12s} {getattr(m, '__version__', '?')}")
-        except Exception:  # noqa: BLE001 - report, never fail
+        except Exception:
             print(f"{mod:12s} not installed")
     print(f"backends     {', '.join(ttrlearn.available_backends())}")
     try:
         from threadpoolctl import threadpool_info
 
         for lib in threadpool_info():
-            print(f"BLAS         {lib.get('internal_api')} {lib.get('version')} "
-                  f"{lib.get('architecture')} threads={lib.get('num_threads')}")
+            print(
+                f"BLAS         {lib.get('internal_api')} {lib.get('version')} "
+                f"{lib.get('architecture')} threads={lib.get('num_threads')}"
+            )
     except ImportError:
         print("BLAS         (install threadpoolctl to report)")
     return 0
@@ -127,7 +137,19 @@ _DELEGATED = {
 
 
 def main(argv=None):
-    """Entry point of the ``ttrlearn`` console script."""
+    """Run the ``ttrlearn`` console script.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        Command-line arguments without the program name (``sys.argv[1:]``
+        when None).
+
+    Returns
+    -------
+    status : int
+        Exit status (0 on success).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"demo": demo, "info": info}
     names = sorted([*commands, *_DELEGATED])
@@ -143,8 +165,9 @@ def main(argv=None):
         try:
             func = getattr(importlib.import_module(mod), fn)
         except (ImportError, AttributeError) as exc:
-            print(f"ttrlearn {cmd}: not available in this build ({exc})",
-                  file=sys.stderr)
+            print(
+                f"ttrlearn {cmd}: not available in this build ({exc})", file=sys.stderr
+            )
             return 2
         return func(rest) or 0
     print(f"ttrlearn: unknown command {cmd!r}; choose from {names}", file=sys.stderr)

@@ -54,7 +54,20 @@ def decay_weights(n, decay=None, sample_weight=None):
 
 
 def feature_map(X, name):
-    """Apply a named feature map (``identity``, ``elu+1``, ``relu``) or a callable."""
+    """Apply a named feature map or a callable to the rows of ``X``.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        Keys or queries.
+    name : {"identity", "elu+1", "relu"} or callable
+        The feature map.
+
+    Returns
+    -------
+    Phi : ndarray of shape (n, d_phi)
+        Mapped rows, float64.
+    """
     X = np.asarray(X, dtype=np.float64)
     if callable(name):
         return np.asarray(name(X), dtype=np.float64)
@@ -121,9 +134,21 @@ def ridge(K, V, *, alpha, decay=None, sample_weight=None, ridge_mode="decayed"):
     Mesa layer). Solved from the normal equations with ``numpy.linalg.solve``;
     the minimum-norm least-squares solution (``lstsq``) when singular.
 
+    Parameters
+    ----------
+    K, V : array-like of shapes (n, d_k) and (n, d_v)
+        Keys and values.
+    alpha : float
+        Ridge strength.
+    decay, sample_weight : array-like of shape (n,), default=None
+        Gates, see :func:`decay_weights`.
+    ridge_mode : {"decayed", "fixed"}, default="decayed"
+        Whether the ridge forgets with the data.
+
     Returns
     -------
     coef : ndarray of shape (d_v, d_k)
+        The ridge solution ``M`` (recall ``M q``).
     """
     K, V = _f64(K, V)
     n, d = K.shape
@@ -147,6 +172,22 @@ def kernel_weights(Q, K, *, kernel, bandwidth, normalize_qk=False):
     ``exp(-|q-k| / h)``; epanechnikov ``max(0, 1 - (|q-k|/h)^2)``. The softmax
     kernel is returned up to a per-query factor ``exp(-max_i q.k_i / h)``,
     which cancels in every estimator here.
+
+    Parameters
+    ----------
+    Q, K : array-like of shapes (m, d) and (n, d)
+        Queries and keys.
+    kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}
+        The kernel.
+    bandwidth : float
+        Its scale ``h`` (the temperature for softmax).
+    normalize_qk : bool, default=False
+        Scale queries and keys to unit length first (QKNorm).
+
+    Returns
+    -------
+    W : ndarray of shape (m, n)
+        Kernel weights.
     """
     Q, K = _f64(Q, K)
     if normalize_qk:
@@ -177,6 +218,24 @@ def nadaraya_watson(
 
     ``y(q) = sum_i w_i kappa(q, k_i) v_i / sum_i w_i kappa(q, k_i)``; 0 where
     the denominator is 0. With the softmax kernel this is softmax attention.
+
+    Parameters
+    ----------
+    K, V, Q : array-like of shapes (n, d_k), (n, d_v), (m, d_k)
+        Keys, values and queries.
+    kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}
+        The kernel, see :func:`kernel_weights`.
+    bandwidth : float
+        Its scale ``h``.
+    normalize_qk : bool, default=False
+        QKNorm before the kernel.
+    decay, sample_weight : array-like of shape (n,), default=None
+        Gates, see :func:`decay_weights`.
+
+    Returns
+    -------
+    Y : ndarray of shape (m, d_v)
+        Recalls.
     """
     K, V, Q = _f64(K, V, Q)
     w = decay_weights(K.shape[0], decay, sample_weight)
@@ -211,6 +270,26 @@ def local_linear(
     + alpha ||B||_F^2`` (``omega`` the normalised kernel weights) with
     ``numpy.linalg.lstsq`` on the design ``[1, k_i - q]`` augmented by ridge
     rows, and return the intercept ``c``; 0 where every weight is 0.
+
+    Parameters
+    ----------
+    K, V, Q : array-like of shapes (n, d_k), (n, d_v), (m, d_k)
+        Keys, values and queries.
+    kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}
+        The kernel, see :func:`kernel_weights`.
+    bandwidth : float
+        Its scale ``h``.
+    alpha : float, default=0.0
+        Ridge on the local slope ``B``.
+    normalize_qk : bool, default=False
+        QKNorm before the kernel (and in the local design).
+    decay, sample_weight : array-like of shape (n,), default=None
+        Gates, see :func:`decay_weights`.
+
+    Returns
+    -------
+    Y : ndarray of shape (m, d_v)
+        Recalls.
     """
     K, V, Q = _f64(K, V, Q)
     w = decay_weights(K.shape[0], decay, sample_weight)
@@ -260,6 +339,27 @@ def gated_delta(
     b_t/2 ||v_t - M' k_t||^2``, solved here as a dense linear system per
     token. ``b_t = learning_rate_t * sample_weight_t``.
 
+    Parameters
+    ----------
+    K, V : array-like of shapes (n, d_k) and (n, d_v)
+        Keys and values.
+    Q : array-like of shape (n, d_k), default=None
+        One query per pair; outputs are returned when given.
+    decay : array-like of shape (n,) or float, default=None
+        Decay ``a_t`` (1 when None).
+    learning_rate : array-like of shape (n,) or float, default=1.0
+        Step size.
+    sample_weight : array-like of shape (n,), default=None
+        Factor on the step size.
+    step : {"explicit", "implicit"}, default="explicit"
+        Gradient step or proximal step.
+    normalize_keys : bool, default=True
+        Scale keys and queries to unit length.
+    read : {"after", "before"}, default="after"
+        Read each row's memory after or before its write.
+    M0 : array-like of shape (d_v, d_k), default=None
+        Initial memory (zeros when None).
+
     Returns
     -------
     M : ndarray of shape (d_v, d_k)
@@ -302,6 +402,22 @@ def prefix_outputs(solver, K, V, Q, *, read="after", **gates):
     recall at ``q``; rows read the memory after pair t (``read="after"``) or
     after pair t-1 (``"before"``; 0 for the empty memory). Gates given as
     arrays of shape (n,) are cut to the prefix.
+
+    Parameters
+    ----------
+    solver : callable
+        Batch solver ``solver(K, V, Q, **gates) -> (m, d_v)``.
+    K, V, Q : array-like of shapes (n, d_k), (n, d_v), (n, d_k)
+        Keys, values and one query per pair.
+    read : {"after", "before"}, default="after"
+        Read each row's memory after or before its write.
+    **gates : array-like of shape (n,) or scalar
+        Passed to ``solver``, cut to each prefix.
+
+    Returns
+    -------
+    O : ndarray of shape (n, d_v)
+        The causal recalls.
     """
     K, V, Q = _f64(K, V, Q)
     n = K.shape[0]

@@ -76,8 +76,8 @@ class GatedDeltaMemory(BaseMemory):
 
     See Also
     --------
-    LinearAttentionMemory : additive (Hebbian) writes, no error correction.
-    RLSMemory : the exact least-squares memory.
+    LinearAttentionMemory : Additive (Hebbian) writes, no error correction.
+    RLSMemory : The exact least-squares memory.
 
     Notes
     -----

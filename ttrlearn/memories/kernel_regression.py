@@ -83,7 +83,7 @@ class KernelRegressionMemory(BaseMemory):
 
     See Also
     --------
-    LinearAttentionMemory : with ``normalize=True``, NW with a dot-product kernel.
+    LinearAttentionMemory : With ``normalize=True``, NW with a dot-product kernel.
 
     Notes
     -----

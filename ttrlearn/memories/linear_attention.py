@@ -72,8 +72,8 @@ class LinearAttentionMemory(BaseMemory):
 
     See Also
     --------
-    RLSMemory : the exact least-squares memory (accounts for key covariance).
-    GatedDeltaMemory : the delta rule (online gradient descent on the l2 loss).
+    RLSMemory : The exact least-squares memory (accounts for key covariance).
+    GatedDeltaMemory : The delta rule (online gradient descent on the l2 loss).
 
     Notes
     -----

@@ -73,9 +73,9 @@ class RLSMemory(BaseMemory):
 
     See Also
     --------
-    LinearAttentionMemory : the same regression with the key covariance
+    LinearAttentionMemory : The same regression with the key covariance
         replaced by the identity.
-    sklearn.linear_model.Ridge : the batch counterpart without forgetting.
+    sklearn.linear_model.Ridge : The batch counterpart without forgetting.
 
     Notes
     -----
