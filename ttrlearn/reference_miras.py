@@ -385,7 +385,9 @@ def online_memory(
     sw = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
     eta = lr * sw
     if ftrl_learning_rate is None:
-        ftrl_learning_rate = float(learning_rate) if np.ndim(learning_rate) == 0 else 1.0
+        ftrl_learning_rate = (
+            float(learning_rate) if np.ndim(learning_rate) == 0 else 1.0
+        )
     thr = l1_penalty * ftrl_learning_rate
     res = residual and d_k == d_v
     if memory == "mlp" and residual and not res:

@@ -1,4 +1,4 @@
-"""The Miras family: configurable online memories and the Moneta, Yaad, Memora presets."""
+"""The Miras family: configurable online memories; Moneta, Yaad, Memora presets."""
 
 from __future__ import annotations
 
@@ -65,7 +65,11 @@ _CONSTRAINTS = {
     "l1_penalty": [Interval(Real, 0, None, closed="left")],
     "q": [Interval(Real, 1, None, closed="neither")],
     "link": [StrOptions({"paper", "exact"})],
-    "simplex_axis": [StrOptions({"all"}), Interval(Integral, 0, 1, closed="both"), None],
+    "simplex_axis": [
+        StrOptions({"all"}),
+        Interval(Integral, 0, 1, closed="both"),
+        None,
+    ],
     "simplex_scale": [Interval(Real, 0, None, closed="neither")],
     "hidden_factor": [Interval(Integral, 1, None, closed="left")],
     "residual": ["boolean"],
@@ -75,7 +79,10 @@ _CONSTRAINTS = {
     "random_state": ["random_state"],
 }
 
-_DECAY_UNUSED = {None: "retention=None", "l2_local_global": "retention='l2_local_global'"}
+_DECAY_UNUSED = {
+    None: "retention=None",
+    "l2_local_global": "retention='l2_local_global'",
+}
 
 
 def _unit_rows(X):
@@ -515,7 +522,7 @@ class Moneta(OnlineMemory):
     ``OnlineMemory(memory="mlp", loss="lp", retention="lq", optimizer="gd")``
     with the paper's ``p = 3``, ``q = 4`` (Eq. 24-25)::
 
-        A_t = alpha_t A_{t-1} - eta_t p (sign(r) * |r|^(p-1)) k^T   (backprop for the MLP)
+        A_t = alpha_t A_{t-1} - eta_t p (sign(r) * |r|^(p-1)) k^T   (linear memory)
         theta_t = A_t / ||A_t||_q^(q-2)   (per parameter array; link="paper")
 
     Parameters
@@ -536,7 +543,9 @@ class Moneta(OnlineMemory):
         The l2 retention gate ``alpha`` on the accumulator.
     smooth : bool, default=False
         Smooth surrogates of ``sign`` and ``|x|``.
-    hidden_factor, residual, layer_norm, normalize_keys, chunk_size, random_state, backend, dtype
+    hidden_factor, residual, layer_norm, normalize_keys, chunk_size : see OnlineMemory
+        The MLP and key settings, and the chunking.
+    random_state, backend, dtype : see OnlineMemory
         As in :class:`OnlineMemory`. The paper trains with chunks of 16-64;
         ``chunk_size=1`` (default) is the exact recurrence.
 
@@ -618,7 +627,9 @@ class Yaad(OnlineMemory):
         Retention gate ``alpha`` (Titans' local + global l2, decoupled).
     smooth : bool, default=False
         ``sign -> tanh(10 x)`` in the l1 branch.
-    hidden_factor, residual, layer_norm, normalize_keys, chunk_size, random_state, backend, dtype
+    hidden_factor, residual, layer_norm, normalize_keys, chunk_size : see OnlineMemory
+        The MLP and key settings, and the chunking.
+    random_state, backend, dtype : see OnlineMemory
         As in :class:`OnlineMemory`.
 
     Notes
@@ -701,7 +712,9 @@ class Memora(OnlineMemory):
         Retention gate ``alpha`` (``1 - lambda`` of Eq. 21).
     smooth : bool, default=False
         Unused by the l2 loss; kept for a uniform signature.
-    hidden_factor, residual, layer_norm, normalize_keys, chunk_size, random_state, backend, dtype
+    hidden_factor, residual, layer_norm, normalize_keys, chunk_size : see OnlineMemory
+        The MLP and key settings, and the chunking.
+    random_state, backend, dtype : see OnlineMemory
         As in :class:`OnlineMemory`. With ``chunk_size > 1`` the first token
         of each chunk is the lag token of Eq. 30.
 

@@ -201,8 +201,7 @@ def _row_grad(factors, i):
 
 def _weighted_sum(factors, c):
     parts = [
-        ((L * c[:, None]).T @ R).ravel() if R is not None else c @ L
-        for L, R in factors
+        ((L * c[:, None]).T @ R).ravel() if R is not None else c @ L for L, R in factors
     ]
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -337,7 +336,9 @@ def residual_prox(R0, c, V, cfg):
         return np.sign(R0) * 0.5 * (lo + hi)
     if loss == "huber":
         d = cfg.delta
-        return np.where(np.abs(R0) <= d * (1 + c), R0 / (1 + c), R0 - c * d * np.sign(R0))
+        return np.where(
+            np.abs(R0) <= d * (1 + c), R0 / (1 + c), R0 - c * d * np.sign(R0)
+        )
     n0 = np.sqrt(np.einsum("ij,ij->i", R0, R0))[:, None]
     if loss == "huber_norm":
         d = cfg.delta
@@ -500,9 +501,20 @@ def miras_update_read(theta, mom, acc, anchor, phase, K, V, Q, eta, alpha, after
         if lag and fresh:  # Memora's lag token steps from the entry state
             start = s + 1
             theta, mom, acc, o1 = _token_steps(
-                theta, mom, acc, anchor, K[s:start], V[s:start],
-                None if Q is None else Q[s:start], eta[s:start], alpha[s:start],
-                after, cfg, lay, use_mom, mu,
+                theta,
+                mom,
+                acc,
+                anchor,
+                K[s:start],
+                V[s:start],
+                None if Q is None else Q[s:start],
+                eta[s:start],
+                alpha[s:start],
+                after,
+                cfg,
+                lay,
+                use_mom,
+                mu,
             )
             if O is not None:
                 O[s:start] = o1
@@ -514,16 +526,34 @@ def miras_update_read(theta, mom, acc, anchor, phase, K, V, Q, eta, alpha, after
             Ec = output_error(Y, V[start:e], cfg)
             F = _backward(anchor, K[start:e], Ec, cache, cfg, lay)
             o, theta, mom = _closed_chunk(
-                theta, mom, F, K[start:e], None if Q is None else Q[start:e],
-                eta[start:e], alpha[start:e], after, cfg,
+                theta,
+                mom,
+                F,
+                K[start:e],
+                None if Q is None else Q[start:e],
+                eta[start:e],
+                alpha[start:e],
+                after,
+                cfg,
             )
             if O is not None:
                 O[start:e] = o
         else:
             theta, mom, acc, o = _token_steps(
-                theta, mom, acc, anchor, K[start:e], V[start:e],
-                None if Q is None else Q[start:e], eta[start:e], alpha[start:e],
-                after, cfg, lay, use_mom, mu,
+                theta,
+                mom,
+                acc,
+                anchor,
+                K[start:e],
+                V[start:e],
+                None if Q is None else Q[start:e],
+                eta[start:e],
+                alpha[start:e],
+                after,
+                cfg,
+                lay,
+                use_mom,
+                mu,
             )
             if O is not None:
                 O[start:e] = o
@@ -532,7 +562,9 @@ def miras_update_read(theta, mom, acc, anchor, phase, K, V, Q, eta, alpha, after
     return O, theta, mom, acc, anchor
 
 
-def _token_steps(theta, mom, acc, anchor, K, V, Q, eta, alpha, after, cfg, lay, use_mom, mu):
+def _token_steps(
+    theta, mom, acc, anchor, K, V, Q, eta, alpha, after, cfg, lay, use_mom, mu
+):
     """Token-by-token steps with every gradient at ``anchor`` (stale)."""
     n = K.shape[0]
     C = cfg.chunk_size
@@ -545,7 +577,9 @@ def _token_steps(theta, mom, acc, anchor, K, V, Q, eta, alpha, after, cfg, lay, 
             O[t] = _forward(theta, Q[t : t + 1], cfg, lay)[0][0]
         if C == 1:  # exact recurrence: the gradient at the current state
             Y, cache = _forward(theta, K[t : t + 1], cfg, lay)
-            F1 = _backward(theta, K[t : t + 1], output_error(Y, V[t : t + 1], cfg), cache, cfg, lay)
+            F1 = _backward(
+                theta, K[t : t + 1], output_error(Y, V[t : t + 1], cfg), cache, cfg, lay
+            )
             g = _row_grad(F1, 0)
         else:
             g = _row_grad(F, t)
