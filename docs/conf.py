@@ -12,6 +12,7 @@ are still generated, without outputs).
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import sys
@@ -99,13 +100,52 @@ html_theme_options = {
 _STAGE = HERE / "_build" / "gallery_src"
 
 
+def _gallery_source(source: str) -> str:
+    """Adapt a plain example script to sphinx-gallery's format.
+
+    The examples are ordinary scripts (``python examples/x.py``). Sphinx-gallery
+    wants the module docstring to open with a reST title, and it runs the code
+    with ``__doc__ = ""``; so the staged copy gets its docstring's first line
+    as a title, and ``__doc__`` restored in a block that is executed but not
+    shown (``sphinx_gallery_start_ignore``). The code shown is unchanged.
+    """
+    tree = ast.parse(source)
+    doc = ast.get_docstring(tree, clean=True)
+    if not doc or not tree.body:
+        return source
+    lines = source.splitlines()
+    end = tree.body[0].end_lineno  # last line of the docstring
+    head, _, rest = doc.partition("\n")
+    title = head.strip()
+    if rest.lstrip("\n").startswith(("=", "-", "~")):
+        new_doc = doc  # already has a title
+    else:
+        new_doc = f"{title}\n{'=' * len(title)}\n\n{rest.strip()}\n"
+    cut = end
+    for node in tree.body[1:]:  # ``from __future__`` must stay first
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            cut = node.end_lineno
+        else:
+            break
+    restore = [
+        "",
+        "# sphinx_gallery_start_ignore",
+        f"__doc__ = {doc!r}",
+        "# sphinx_gallery_end_ignore",
+    ]
+    new_head = '"""\n' + new_doc.replace('"""', r"\"\"\"") + '"""'
+    out = [new_head, *lines[end:cut], *restore, *lines[cut:]]
+    return "\n".join(out) + "\n"
+
+
 def _stage_examples() -> Path:
     if _STAGE.exists():
         shutil.rmtree(_STAGE)
     _STAGE.mkdir(parents=True)
     shutil.copy(HERE / "gallery_header.rst", _STAGE / "GALLERY_HEADER.rst")
     for script in sorted((ROOT / "examples").glob("*.py")):
-        shutil.copy(script, _STAGE / script.name)
+        text = _gallery_source(script.read_text(encoding="utf-8"))
+        (_STAGE / script.name).write_text(text, encoding="utf-8")
     return _STAGE
 
 

@@ -182,3 +182,43 @@ def test_sphinx_build_without_warnings(tmp_path):
     if n_examples:
         gallery = out / "auto_examples"
         assert len(list(gallery.glob("*.html"))) >= n_examples
+
+
+def _docstring_doctests():
+    """Doctests in the docstrings of every public object (Examples sections)."""
+    from tests.test_docstrings import PUBLIC_MODULES
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    tests, seen = [], set()
+    for modname in PUBLIC_MODULES:
+        try:
+            mod = __import__(modname, fromlist=["_"])
+        except ImportError:
+            continue
+        for name in getattr(mod, "__all__", ()):
+            obj = getattr(mod, name, None)
+            if obj is None or not getattr(obj, "__module__", "").startswith("ttrlearn"):
+                continue
+            for test in finder.find(obj, f"{modname}.{name}", module=False, globs={}):
+                if test.examples and test.name not in seen:
+                    seen.add(test.name)
+                    tests.append(test)
+    return tests
+
+
+_DOCSTRING_TESTS = _docstring_doctests()
+
+
+@pytest.mark.parametrize(
+    "test",
+    _DOCSTRING_TESTS or [None],
+    ids=[t.name for t in _DOCSTRING_TESTS] or ["none"],
+)
+def test_docstring_examples(test):
+    if test is None:
+        pytest.skip("no public docstring has examples yet")
+    runner = doctest.DocTestRunner(optionflags=FLAGS)
+    out = []
+    with _quiet_matplotlib():
+        runner.run(test, out=out.append)
+    assert runner.failures == 0, "".join(out)
