@@ -1,0 +1,319 @@
+"""Property tests: every CUDA kernel against plain float64 loops.
+
+The kernels run through their launchers in ttrlearn.gpu, on the host shim (the
+same .cu compiled by g++, every CUDA thread a std::thread) and, on a machine
+with a GPU, through CuPy. Shapes cover the edges: T not a multiple of the
+16-row chunk, d not a power of two, d = 1, d_k > 32 (several staged feature
+blocks), d_v > 16 (several value tiles), B > 1, T = 0; float32 and float64;
+reads after and before the write.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.gpu import references as ref
+from ttrlearn.gpu import (
+    gated_delta_recurrent,
+    kernel_regression_recall,
+    linear_attention_chunk,
+    local_linear_moments,
+    local_linear_solve,
+    rls_masked_combine,
+)
+
+DTYPES = st.sampled_from([np.float32, np.float64])
+#: relative-to-magnitude tolerances (float32 kernels accumulate in float32)
+RTOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}
+
+
+def assert_close(actual, desired, dtype, factor=1.0, what=""):
+    actual = np.asarray(actual, np.float64)
+    desired = np.asarray(desired, np.float64)
+    assert actual.shape == desired.shape, (actual.shape, desired.shape)
+    assert np.isfinite(actual).all(), f"non-finite {what}"
+    tol = RTOL[np.dtype(dtype)] * factor
+    scale = max(1.0, float(np.abs(desired).max(initial=0.0)))
+    np.testing.assert_allclose(actual, desired, rtol=tol, atol=tol * scale, err_msg=what)
+
+
+def unit_rows(rng, shape):
+    x = rng.standard_normal(shape)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+sizes = st.fixed_dictionaries(
+    {
+        "B": st.integers(1, 3),
+        "T": st.one_of(st.integers(0, 40), st.sampled_from([1, 15, 16, 17, 33])),
+        "dk": st.one_of(st.integers(1, 9), st.sampled_from([31, 32, 33, 40])),
+        "dv": st.one_of(st.integers(1, 7), st.sampled_from([16, 17, 20])),
+        "seed": st.integers(0, 2**32 - 1),
+        "dtype": DTYPES,
+        "after": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=20)
+@given(s=sizes)
+def test_gated_delta_recurrent(backend, s):
+    B, T, dk, dv, dt = s["B"], s["T"], s["dk"], s["dv"], s["dtype"]
+    rng = np.random.default_rng(s["seed"])
+    q = rng.standard_normal((B, T, dk))
+    k = unit_rows(rng, (B, T, dk))
+    v = rng.standard_normal((B, T, dv))
+    a = rng.uniform(0.5, 1.0, (B, T))
+    beta = rng.uniform(0.0, 1.0, (B, T))
+    M0 = rng.standard_normal((B, dv, dk))
+    o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, s["after"])
+
+    put = backend.put
+    M = put(M0.astype(dt))
+    o = gated_delta_recurrent(
+        *(put(x.astype(dt)) for x in (q, k, v, a, beta)),
+        M,
+        s["after"],
+        module=backend.module("gated_delta"),
+    )
+    assert_close(backend.get(o), o_ref, dt, 10, "outputs")
+    assert_close(backend.get(M), M_ref, dt, 10, "final state")
+
+
+@settings(max_examples=20)
+@given(s=sizes, strong_decay=st.booleans())
+def test_linear_attention_chunk(backend, s, strong_decay):
+    B, T, dk, dv, dt = s["B"], s["T"], s["dk"], s["dv"], s["dtype"]
+    rng = np.random.default_rng(s["seed"])
+    q = rng.standard_normal((B, T, dk)) / np.sqrt(dk)
+    k = rng.standard_normal((B, T, dk)) / np.sqrt(dk)
+    v = rng.standard_normal((B, T, dv))
+    # strong decays: cumulative products far below float range inside a chunk
+    lo = -200.0 if strong_decay else -0.2
+    log_a = rng.uniform(lo, 0.0, (B, T))
+    w = rng.uniform(0.0, 2.0, (B, T))
+    M0 = rng.standard_normal((B, dv, dk))
+    o_ref, M_ref = ref.linear_attention(q, k, v, log_a, w, M0, s["after"])
+
+    put = backend.put
+    M = put(M0.astype(dt))
+    o = linear_attention_chunk(
+        *(put(x.astype(dt)) for x in (q, k, v, log_a, w)),
+        M,
+        s["after"],
+        module=backend.module("linear_attention"),
+    )
+    assert_close(backend.get(o), o_ref, dt, 10, "outputs")
+    assert_close(backend.get(M), M_ref, dt, 10, "final state")
+
+
+kr_cases = st.fixed_dictionaries(
+    {
+        "B": st.integers(1, 2),
+        "N": st.one_of(st.integers(0, 20), st.sampled_from([16, 17, 33])),
+        "M": st.one_of(st.integers(1, 6), st.sampled_from([16, 17])),
+        "dk": st.one_of(st.integers(1, 5), st.sampled_from([32, 33])),
+        "dv": st.one_of(st.integers(1, 4), st.sampled_from([17])),
+        "kernel": st.sampled_from(ref.KERNEL_NAMES),
+        "h": st.floats(0.5, 3.0),
+        "mask": st.sampled_from(["none", "after", "before"]),
+        "window": st.sampled_from([None, 1, 3, 10]),
+        "zero_weights": st.booleans(),
+        "seed": st.integers(0, 2**32 - 1),
+        "dtype": DTYPES,
+    }
+)
+
+
+def _kr_data(c):
+    rng = np.random.default_rng(c["seed"])
+    B, N, M, dk, dv = c["B"], c["N"], c["M"], c["dk"], c["dv"]
+    scale = 1.0 / np.sqrt(dk)
+    Ks = rng.standard_normal((B, N, dk)) * scale
+    Q = rng.standard_normal((B, M, dk)) * scale
+    Vs = rng.standard_normal((B, N, dv))
+    lw = rng.uniform(-1.0, 1.0, (B, N))
+    if c["zero_weights"]:
+        lw[rng.random((B, N)) < 0.3] = -np.inf
+    mask = {}
+    if c["mask"] != "none":
+        kpos = np.sort(rng.integers(0, N + 2, (B, N)), axis=1).astype(np.int64)
+        qpos = rng.integers(-1, N + 2, (B, M)).astype(np.int64)
+        mask = dict(kpos=kpos, qpos=qpos, after=c["mask"] == "after", window=c["window"])
+    return Ks, Vs, lw, Q, mask
+
+
+def _kr_kwargs(backend, c, mask):
+    kw = dict(kernel=c["kernel"], bandwidth=c["h"])
+    if mask:
+        kw.update(
+            kpos=backend.put(mask["kpos"]),
+            qpos=backend.put(mask["qpos"]),
+            read_after=mask["after"],
+            window=mask["window"],
+        )
+    return kw
+
+
+@settings(max_examples=25)
+@given(c=kr_cases)
+def test_kernel_regression_recall(backend, c):
+    dt = c["dtype"]
+    Ks, Vs, lw, Q, mask = _kr_data(c)
+    want = ref.recall(Ks, Vs, lw, Q, c["kernel"], c["h"], **mask)
+    put = backend.put
+    out = kernel_regression_recall(
+        *(put(x.astype(dt)) for x in (Ks, Vs, lw, Q)),
+        **_kr_kwargs(backend, c, mask),
+        module=backend.module("kernel_regression"),
+    )
+    assert_close(backend.get(out), want, dt, 10, "recall")
+
+
+@settings(max_examples=15)
+@given(c=kr_cases)
+def test_local_linear_moments(backend, c):
+    dt = c["dtype"]
+    Ks, Vs, lw, Q, mask = _kr_data(c)
+    want = ref.moments(Ks, Vs, lw, Q, c["kernel"], c["h"], **mask)
+    put = backend.put
+    got = local_linear_moments(
+        *(put(x.astype(dt)) for x in (Ks, Vs, lw, Q)),
+        **_kr_kwargs(backend, c, mask),
+        module=backend.module("kernel_regression"),
+    )
+    got = [backend.get(x) for x in got]
+    names = ("s0", "s1", "s2", "sv", "svd")
+    for name, g, w in zip(names, got[:5], want[:5]):
+        assert_close(g, w, dt, 10, name)
+    mx_got, mx_want = got[5], want[5]
+    empty = ~np.isfinite(mx_want)
+    assert np.array_equal(np.isneginf(mx_got), empty), "shift of queries with no weight"
+    assert_close(mx_got[~empty], mx_want[~empty], dt, 10, "mshift")
+
+    # order-1 estimate from the moments equals weighted least squares solved
+    # from scratch (the solve runs in float64 to compare the moments only)
+    alpha = 1e-2
+    est = local_linear_solve(*(np.float64(x) for x in got[:5]), alpha)
+    assert_close(
+        est,
+        ref.local_linear(Ks, Vs, lw, Q, c["kernel"], c["h"], alpha, **mask),
+        dt,
+        1e3,
+        "local linear",
+    )
+
+
+@settings(max_examples=15)
+@given(
+    B=st.integers(1, 3),
+    C=st.integers(1, 20),
+    dv=st.one_of(st.integers(1, 5), st.just(17)),
+    after=st.booleans(),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_rls_masked_combine(backend, B, C, dv, after, dtype, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((B, C, dv))
+    R = rng.standard_normal((B, C, C))
+    E = rng.standard_normal((B, C, dv))
+    want = ref.rls_masked_combine(base, R, E, after)
+    put = backend.put
+    out = rls_masked_combine(
+        *(put(x.astype(dtype)) for x in (base, R, E)),
+        after,
+        module=backend.module("rls"),
+    )
+    assert_close(backend.get(out), want, dtype, 10, "combine")
+
+
+def test_rls_masked_combine_matches_numpy_kernel_algebra(backend):
+    """``base + triu(R)^T E``, exactly the expression of the numpy RLS read."""
+    rng = np.random.default_rng(0)
+    base, R, E = rng.standard_normal((2, 9, 3)), rng.standard_normal((2, 9, 9)), None
+    E = rng.standard_normal((2, 9, 3))
+    for after, k in ((True, 0), (False, 1)):
+        want = base + np.einsum("bit,biv->btv", np.triu(R, k), E)
+        out = rls_masked_combine(
+            backend.put(base), backend.put(R), backend.put(E), after,
+            module=backend.module("rls"),
+        )
+        assert_close(backend.get(out), want, np.float64, 10, f"after={after}")
+
+
+def test_kernels_match_ttrlearn_numpy_kernels(backend):
+    """Cross-check with the library's own numpy kernels on one stream."""
+    from ttrlearn.kernels.numpy import gated_delta as gd
+    from ttrlearn.kernels.numpy import kernel_regression as kr
+    from ttrlearn.kernels.numpy import linear_attention as la
+
+    rng = np.random.default_rng(1)
+    T, dk, dv = 37, 5, 3
+    q = rng.standard_normal((T, dk))
+    k = unit_rows(rng, (T, dk))
+    v = rng.standard_normal((T, dv))
+    log_a = rng.uniform(-0.3, 0.0, T)
+    beta = rng.uniform(0.1, 1.0, T)
+    M0 = rng.standard_normal((dv, dk))
+    put = backend.put
+    for after in (True, False):
+        O_np, M_np = gd.gd_update_read(M0, k, v, q, beta, log_a, after, 8)
+        M = put(M0[None].copy())
+        o = gated_delta_recurrent(
+            put(q[None]), put(k[None]), put(v[None]), put(np.exp(log_a)[None]),
+            put(beta[None]), M, after, module=backend.module("gated_delta"),
+        )
+        assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "gated delta")
+        assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "gated delta state")
+
+        z0 = np.zeros(dk)
+        O_np, M_np, _ = la.la_update_read(
+            M0, z0, k, v, q, beta, log_a, after, False, 8
+        )
+        M = put(M0[None].copy())
+        o = linear_attention_chunk(
+            put(q[None]), put(k[None]), put(v[None]), put(log_a[None]),
+            put(beta[None]), M, after, module=backend.module("linear_attention"),
+        )
+        assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "linear attention")
+        assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "linear attention M")
+
+    pos = np.arange(T, dtype=np.int64)
+    lw = rng.uniform(-1, 1, T)
+    for kernel in ref.KERNEL_NAMES:
+        for order in (0, 1):
+            want = kr.kr_read(k, v, lw, q, kernel, 1.5, order, 1e-3, pos, pos, True, 5)
+            args = [put(x[None]) for x in (k, v, lw, q)]
+            kw = dict(
+                kernel=kernel, bandwidth=1.5, kpos=put(pos[None]),
+                qpos=put(pos[None]), read_after=True, window=5,
+            )
+            if order == 0:
+                got = backend.get(
+                    kernel_regression_recall(
+                        *args, **kw, module=backend.module("kernel_regression")
+                    )
+                )
+            else:
+                mom = local_linear_moments(
+                    *args, **kw, module=backend.module("kernel_regression")
+                )
+                got = local_linear_solve(*(backend.get(x) for x in mom[:5]), 1e-3)
+            assert_close(got[0], want, np.float64, 1e3, f"{kernel} order {order}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gated_delta_rows_per_block_fits_shared_memory(dtype):
+    from ttrlearn.gpu.gated_delta import _rows_per_block
+
+    size = np.dtype(dtype).itemsize
+    for dk in (1, 64, 128, 1000):
+        for dv in (1, 33, 512):
+            R = _rows_per_block(dk, dv, size)
+            assert 1 <= R <= 128 and (R * dk + 2 * dk) * size <= 48 * 1024
+    with pytest.raises(ValueError, match="too large"):
+        _rows_per_block(10_000, 4, 8)
