@@ -65,6 +65,27 @@ def loss_value(y, v, *, loss, p=3.0, delta=1.0, value_shift=0.1):
     ``||r|| <= delta`` else ``delta ||r||_1``; ``robust`` (Eq. 17):
     ``max_{||s|| <= Delta} 1/2 ||y - (v + s)||^2 = 1/2 ||r||^2 + Delta ||r||
     + Delta^2 / 2``, with ``r = y - v``.
+
+    Parameters
+    ----------
+    y : array-like of shape (d_v,)
+        The memory's output.
+    v : array-like of shape (d_v,)
+        The stored value.
+    loss : str
+        ``"dot"``, ``"l2"``, ``"lp"``, ``"l1"``, ``"huber"``, ``"huber_norm"``,
+        ``"huber_switch"`` or ``"robust"``.
+    p : float, default=3.0
+        Exponent of ``"lp"``.
+    delta : float, default=1.0
+        Threshold of the Huber losses.
+    value_shift : float, default=0.1
+        Radius ``Delta`` of ``"robust"``.
+
+    Returns
+    -------
+    value : float
+        The loss.
     """
     y = np.asarray(y, float)
     v = np.asarray(v, float)
@@ -107,6 +128,33 @@ def loss_grad_output(
     With ``smooth=True``: ``Sign(x) -> tanh(smooth_scale x)``, ``|x| ->
     sqrt(x^2 + smooth_eps)`` and ``||r|| -> sqrt(||r||^2 + smooth_eps)``.
     At a kink the subgradient 0 is used (``sign(0) = 0``, ``r / ||r|| = 0``).
+
+    Parameters
+    ----------
+    y : array-like of shape (d_v,)
+        The memory's output.
+    v : array-like of shape (d_v,)
+        The stored value.
+    loss : str
+        ``"dot"``, ``"l2"``, ``"lp"``, ``"l1"``, ``"huber"``, ``"huber_norm"``,
+        ``"huber_switch"`` or ``"robust"``.
+    p : float, default=3.0
+        Exponent of ``"lp"``.
+    delta : float, default=1.0
+        Threshold of the Huber losses.
+    value_shift : float, default=0.1
+        Radius ``Delta`` of ``"robust"``.
+    smooth : bool, default=False
+        Use the smooth surrogates.
+    smooth_scale : float, default=10.0
+        ``a`` in ``tanh(a x)``.
+    smooth_eps : float, default=1e-6
+        ``eps`` in ``sqrt(x^2 + eps)``.
+
+    Returns
+    -------
+    psi : ndarray of shape (d_v,)
+        The gradient of the loss with respect to ``y``.
     """
     y = np.asarray(y, float)
     v = np.asarray(v, float)
@@ -142,6 +190,29 @@ def residual_prox(r0, c, v, *, loss, p=3.0, delta=1.0, value_shift=0.1):
     The implicit step of a linear memory reduces to this with ``c = eta
     ||k||^2``. ``dot`` is linear in ``r`` (the step is explicit); ``lp`` with
     ``p > 1`` is solved per coordinate by bisection.
+
+    Parameters
+    ----------
+    r0 : array-like of shape (d_v,)
+        The residual before the step.
+    c : float
+        Weight of the loss (``eta ||k||^2``).
+    v : array-like of shape (d_v,)
+        The stored value (used by ``"dot"``).
+    loss : str
+        ``"dot"``, ``"l2"``, ``"lp"``, ``"l1"``, ``"huber"``, ``"huber_norm"``,
+        ``"huber_switch"`` or ``"robust"``.
+    p : float, default=3.0
+        Exponent of ``"lp"``.
+    delta : float, default=1.0
+        Threshold of the Huber losses.
+    value_shift : float, default=0.1
+        Radius ``Delta`` of ``"robust"``.
+
+    Returns
+    -------
+    r : ndarray of shape (d_v,)
+        The residual after the proximal step.
     """
     r0 = np.asarray(r0, float)
     if loss == "dot":
@@ -190,9 +261,24 @@ def _gelu_grad(x):
 def mlp_forward(P, x, *, residual=True, layer_norm=True, ln_eps=1e-5):
     """``f(x) = [x +] LN(W_out gelu(W_in x))`` for one input ``x``.
 
-    ``P`` holds ``W_in`` (h, d_k), ``W_out`` (d_v, h) and, with layer norm,
-    ``ln_weight`` and ``ln_bias`` (d_v,) (the LN affine parameters). The
-    residual needs ``d_k == d_v``.
+    Parameters
+    ----------
+    P : dict of ndarray
+        ``W_in`` (h, d_k), ``W_out`` (d_v, h) and, with layer norm,
+        ``ln_weight`` and ``ln_bias`` (d_v,) (the LN affine parameters).
+    x : ndarray of shape (d_k,)
+        The input.
+    residual : bool, default=True
+        Add ``x`` to the output (needs ``d_k == d_v``).
+    layer_norm : bool, default=True
+        Apply the layer norm to the branch.
+    ln_eps : float, default=1e-5
+        Variance floor of the layer norm.
+
+    Returns
+    -------
+    y : ndarray of shape (d_v,)
+        The output.
     """
     a = P["W_in"] @ x
     h = _gelu(a)
@@ -211,6 +297,26 @@ def mlp_param_grad(P, x, e, *, residual=True, layer_norm=True, ln_eps=1e-5):
 
     This is back-propagation of the output-error signal ``e = d loss / d f``
     through the MLP, written out by hand for a single input.
+
+    Parameters
+    ----------
+    P : dict of ndarray
+        The parameters, as in :func:`mlp_forward`.
+    x : ndarray of shape (d_k,)
+        The input.
+    e : ndarray of shape (d_v,)
+        The output-error signal.
+    residual : bool, default=True
+        As in :func:`mlp_forward` (the residual has no parameters).
+    layer_norm : bool, default=True
+        As in :func:`mlp_forward`.
+    ln_eps : float, default=1e-5
+        As in :func:`mlp_forward`.
+
+    Returns
+    -------
+    grads : dict of ndarray
+        One gradient per parameter, with its shape.
     """
     a = P["W_in"] @ x
     h = _gelu(a)
@@ -281,9 +387,48 @@ def retention_step(
 ):
     """One retention step for one parameter array; returns ``(W_new, A_new)``.
 
-    ``D`` is the optimiser's step (``eta g`` for GD). ``simplex`` marks arrays
-    that live on the simplex under ``"kl"`` (the weight matrices); other arrays
-    fall back to ``"l2"`` there.
+    Parameters
+    ----------
+    name : str or None
+        The retention (``None``, ``"l2"``, ``"l2_local_global"``,
+        ``"elastic_net"``, ``"elastic_net_ftrl"``, ``"lq"``, ``"kl"``).
+    W : ndarray
+        The parameter array before the step.
+    A : ndarray
+        Its FTRL accumulator (used by ``"elastic_net_ftrl"`` and ``"lq"``).
+    D : ndarray
+        The optimiser's step (``eta g`` for GD, ``-S`` with momentum).
+    eta : float
+        The token's effective learning rate.
+    alpha : float
+        The token's retention gate (decay).
+    simplex : bool
+        Whether the array lives on the simplex under ``"kl"`` (the weight
+        matrices); other arrays fall back to ``"l2"`` there.
+    l2_penalty : float, default=0.0
+        Global l2 strength of ``"l2_local_global"``.
+    l1_penalty : float, default=0.0
+        Strength of the l1 term of ``"elastic_net"`` (threshold ``eta *
+        l1_penalty``).
+    ftrl_threshold : float, default=0.0
+        Threshold of ``"elastic_net_ftrl"``.
+    q : float, default=4.0
+        Exponent of ``"lq"``.
+    link : {"paper", "exact"}, default="paper"
+        The link of ``"lq"``.
+    simplex_axis : {0, 1} or None, default=1
+        The simplex slices of ``"kl"`` (None: the whole array).
+    simplex_scale : float, default=1.0
+        Sum of each simplex slice.
+    smooth : bool, default=False
+        Smooth soft-thresholding surrogate.
+
+    Returns
+    -------
+    W_new : ndarray
+        The parameter array after the step.
+    A_new : ndarray
+        The accumulator after the step.
     """
     if name is None:
         return W - D, A
@@ -348,16 +493,71 @@ def online_memory(
 ):
     """Run the Miras online memory token by token; the oracle of OnlineMemory.
 
+    Every argument has the meaning of the :class:`ttrlearn.OnlineMemory`
+    hyper-parameter of the same name; see ``docs/miras.md``.
+
     Parameters
     ----------
-    K, V, Q : array-like of shapes (n, d_k), (n, d_v), (n, d_k)
-        Keys, values and (optional) one query per token.
-    memory, loss, retention, optimizer, chunk_size, ... :
-        As in :class:`ttrlearn.OnlineMemory`. ``learning_rate`` and ``decay``
-        may be arrays of shape (n,). ``ftrl_learning_rate`` is the scalar in
-        the ``elastic_net_ftrl`` threshold ``l1_penalty * ftrl_learning_rate``
-        (default: ``learning_rate`` when it is a scalar).
-    params0 : dict of arrays, default=None
+    K : array-like of shape (n, d_k)
+        Keys.
+    V : array-like of shape (n, d_v)
+        Values.
+    Q : array-like of shape (n, d_k), default=None
+        One query per token (no outputs when None).
+    memory : {"linear", "mlp"}, default="linear"
+        The memory.
+    loss : str, default="l2"
+        The attentional bias.
+    retention : str or None, default="l2"
+        The retention gate.
+    optimizer : {"gd", "momentum", "implicit"}, default="gd"
+        The optimiser (``"implicit"``: linear memory only).
+    learning_rate : float or array-like of shape (n,), default=1.0
+        Step sizes.
+    decay : float or array-like of shape (n,), default=1.0
+        Retention gates.
+    sample_weight : array-like of shape (n,), default=None
+        Factors on the step sizes.
+    chunk_size : int, default=1
+        Stale-gradient chunk size (aligned to token 0).
+    p : float, default=3.0
+        Exponent of ``loss="lp"``.
+    delta : float, default=1.0
+        Threshold of the Huber losses.
+    value_shift : float, default=0.1
+        Radius of ``loss="robust"``.
+    smooth : bool, default=False
+        Smooth surrogates.
+    smooth_scale : float, default=10.0
+        ``a`` in ``tanh(a x)``.
+    smooth_eps : float, default=1e-6
+        ``eps`` in ``sqrt(x^2 + eps)``.
+    momentum : float, default=0.9
+        Momentum coefficient.
+    l2_penalty : float, default=0.0
+        Global l2 strength of ``"l2_local_global"``.
+    l1_penalty : float, default=0.0
+        Strength of the l1 term of the elastic nets.
+    ftrl_learning_rate : float, default=None
+        The scalar in the ``elastic_net_ftrl`` threshold ``l1_penalty *
+        ftrl_learning_rate`` (default: ``learning_rate`` when it is a scalar).
+    q : float, default=4.0
+        Exponent of ``retention="lq"``.
+    link : {"paper", "exact"}, default="paper"
+        The link of ``"lq"``.
+    simplex_axis : {0, 1} or None, default=1
+        The simplex slices of ``"kl"``.
+    simplex_scale : float, default=1.0
+        Sum of each simplex slice.
+    residual : bool, default=True
+        MLP residual (dropped, with a warning, when ``d_k != d_v``).
+    layer_norm : bool, default=True
+        MLP layer norm.
+    ln_eps : float, default=1e-5
+        Variance floor of the layer norm.
+    normalize_keys : bool, default=False
+        Scale keys and queries to unit length.
+    params0 : dict of ndarray, default=None
         Initial parameters: ``{"W": (d_v, d_k)}`` for the linear memory (zeros
         by default; uniform on the simplex for ``retention="kl"``) or
         ``{"W_in", "W_out", "ln_weight", "ln_bias"}`` for the MLP (required).

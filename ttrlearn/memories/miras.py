@@ -161,9 +161,9 @@ class OnlineMemory(BaseMemory):
     l2_penalty : float, default=0.0
         Global l2 strength (``1/beta``) of ``retention="l2_local_global"``.
     l1_penalty : float, default=0.01
-        l1 strength (``1/alpha`` in Eq. 22-23) of the elastic-net retentions:
-        the threshold is ``eta_t * l1_penalty`` (or ``learning_rate *
-        l1_penalty`` for the FTRL form).
+        Strength of the l1 term (``1/alpha`` in Eq. 22-23) of the elastic-net
+        retentions: the threshold is ``eta_t * l1_penalty`` (or
+        ``learning_rate * l1_penalty`` for the FTRL form).
     q : float, default=4.0
         Exponent of ``retention="lq"`` (> 1).
     link : {"paper", "exact"}, default="paper"
@@ -223,9 +223,11 @@ class OnlineMemory(BaseMemory):
 
     See Also
     --------
-    Moneta, Yaad, Memora : the paper's three presets.
-    GatedDeltaMemory : the l2 loss with l2 retention in Gated DeltaNet form.
-    LinearAttentionMemory : the dot loss without retention.
+    Moneta : Preset: l_p loss with l_q retention.
+    Yaad : Preset: Huber-switch loss with l2 retention.
+    Memora : Preset: l2 loss with KL retention on the simplex.
+    GatedDeltaMemory : The l2 loss with l2 retention in Gated DeltaNet form.
+    LinearAttentionMemory : The dot loss without retention.
 
     Notes
     -----
@@ -549,6 +551,12 @@ class Moneta(OnlineMemory):
         As in :class:`OnlineMemory`. The paper trains with chunks of 16-64;
         ``chunk_size=1`` (default) is the exact recurrence.
 
+    See Also
+    --------
+    OnlineMemory : The configurable memory this preset fixes.
+    Yaad : Preset with a Huber-switch loss.
+    Memora : Preset with KL retention on the simplex.
+
     Notes
     -----
     The accumulator starts at the initial parameters. The paper's ``p = 3``
@@ -631,6 +639,12 @@ class Yaad(OnlineMemory):
         The MLP and key settings, and the chunking.
     random_state, backend, dtype : see OnlineMemory
         As in :class:`OnlineMemory`.
+
+    See Also
+    --------
+    OnlineMemory : The configurable memory this preset fixes.
+    Moneta : Preset with an l_p loss and l_q retention.
+    Memora : Preset with KL retention on the simplex.
 
     Notes
     -----
@@ -717,6 +731,12 @@ class Memora(OnlineMemory):
     random_state, backend, dtype : see OnlineMemory
         As in :class:`OnlineMemory`. With ``chunk_size > 1`` the first token
         of each chunk is the lag token of Eq. 30.
+
+    See Also
+    --------
+    OnlineMemory : The configurable memory this preset fixes.
+    Moneta : Preset with an l_p loss and l_q retention.
+    Yaad : Preset with a Huber-switch loss.
 
     Notes
     -----
