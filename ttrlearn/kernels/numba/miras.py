@@ -316,17 +316,22 @@ def miras_update_read(theta, mom, acc, anchor, phase, K, V, Q, eta, alpha, after
     dv, dk = cfg.d_v, cfg.d_k
     dt = theta.dtype
 
+    def arr(x):  # writable C arrays: one compiled specialisation, not one per
+        # read-only (memmap) variant
+        x = np.ascontiguousarray(x)
+        return x if x.flags.writeable else x.copy()
+
     def mat(x):
         if x.size == 0:
             return np.zeros((dv, dk), dtype=dt)
-        return np.ascontiguousarray(x.reshape(dv, dk))
+        return arr(x.reshape(dv, dk))
 
     has_q = Q is not None
     Qa = Q if has_q else K[:0]
     axis = -1 if cfg.simplex_axis is None else int(cfg.simplex_axis)
     O, W, S, A, anc = _loop(
         mat(theta), mat(mom), mat(acc), mat(anchor), int(phase),
-        np.ascontiguousarray(K), np.ascontiguousarray(V), np.ascontiguousarray(Qa),
+        arr(K), arr(V), arr(Qa),
         has_q, np.ascontiguousarray(eta, dtype=np.float64),
         np.ascontiguousarray(alpha, dtype=np.float64), bool(after),
         _LOSS[cfg.loss], cfg.p, cfg.delta, cfg.value_shift, bool(cfg.smooth),
