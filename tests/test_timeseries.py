@@ -103,7 +103,13 @@ def _series_and_splits(draw):
 def test_embedding_chunked_equals_whole(data, window, horizon, stride):
     x, splits = data
     emb = DelayEmbedding(window, horizon=horizon, stride=stride)
-    K, V = emb.transform_pairs(x)
+    if len(x) < window + horizon:
+        with pytest.raises(ValueError, match="series too short"):
+            emb.transform_pairs(x)
+        K, V = clone(emb).partial_transform(x)  # streaming: no pair yet
+        assert K.shape == (0, window * (x.shape[1] if x.ndim == 2 else 1))
+    else:
+        K, V = emb.transform_pairs(x)
     chunks = [x[a:b] for a, b in splits] or [x]
     # pairs: partial_transform over any chunking == pairs of the whole series
     stream = clone(emb)
@@ -139,6 +145,8 @@ def test_embedding_bad_input_errors():
         DelayEmbedding(0).fit(np.arange(5.0))
     with pytest.raises(NotFittedError):
         DelayEmbedding(3).transform(np.arange(5.0))
+    with pytest.raises(ValueError, match="needs window \\+ horizon = 5"):
+        DelayEmbedding(3, horizon=2).transform_pairs(np.arange(4.0))
 
 
 def test_check_series_gap_reports_positions():

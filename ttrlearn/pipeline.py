@@ -59,7 +59,7 @@ class StreamPipeline(Pipeline):
 
     See Also
     --------
-    make_stream_pipeline : build one from estimators, with generated names.
+    make_stream_pipeline : Build one from estimators, with generated names.
 
     Notes
     -----

@@ -156,7 +156,7 @@ class DelayEmbedding(TransformerMixin, BaseEstimator):
 
     See Also
     --------
-    StreamingForecaster : writes the pairs into a memory and forecasts.
+    StreamingForecaster : Writes the pairs into a memory and forecasts.
 
     Notes
     -----
@@ -393,11 +393,26 @@ class DelayEmbedding(TransformerMixin, BaseEstimator):
             Keys.
         V : ndarray of shape (n_pairs, horizon * n_channels) or (n_pairs,)
             Values.
+
+        Raises
+        ------
+        ValueError
+            A series shorter than ``window + horizon`` (no pair at all), or
+            bad input as for :meth:`partial_transform`.
         """
-        return clone(self).partial_transform(X)
+        emb = clone(self)
+        K, V = emb.partial_transform(X)
+        if K.shape[0] == 0:
+            raise ValueError(
+                f"series too short: {emb.n_seen_} observation(s) give no pair "
+                f"with window={self.window} and horizon={self.horizon}; a pair "
+                f"needs window + horizon = {self.window + self.horizon} "
+                "observations"
+            )
+        return K, V
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the key columns, such as ``x0[t-2]``.
+        """Name the key columns, such as ``x0[t-2]``.
 
         Parameters
         ----------
@@ -522,8 +537,8 @@ class StreamingForecaster(_ForecasterMixin, BaseEstimator):
 
     See Also
     --------
-    evaluate_prequential : test-then-train scores over a series.
-    DelayEmbedding : the key-value stream of a series.
+    evaluate_prequential : Test-then-train scores over a series.
+    DelayEmbedding : The key-value stream of a series.
 
     Notes
     -----
@@ -709,12 +724,20 @@ class StreamingForecaster(_ForecasterMixin, BaseEstimator):
 class NaiveForecaster(_ForecasterMixin, BaseEstimator):
     """Persistence: every forecast is the last observation.
 
+    The reference forecast of MASE and the baseline a forecaster has to beat
+    on a series without a usable season.
+
     Attributes
     ----------
     last_ : ndarray of shape (n_channels,)
         The last observation.
     n_seen_ : int
         Observations absorbed.
+
+    See Also
+    --------
+    SeasonalNaiveForecaster : The observation one season earlier.
+    evaluate_prequential : Test-then-train scores over a series.
 
     Notes
     -----
@@ -771,6 +794,9 @@ class NaiveForecaster(_ForecasterMixin, BaseEstimator):
 class SeasonalNaiveForecaster(_ForecasterMixin, BaseEstimator):
     """Seasonal persistence: the observation one period earlier.
 
+    The baseline for series with a fixed season (monthly data with a yearly
+    cycle, ``period=12``).
+
     Parameters
     ----------
     period : int, default=12
@@ -782,6 +808,10 @@ class SeasonalNaiveForecaster(_ForecasterMixin, BaseEstimator):
         The last ``period`` observations.
     n_seen_ : int
         Observations absorbed.
+
+    See Also
+    --------
+    NaiveForecaster : The last observation.
 
     Notes
     -----
@@ -862,10 +892,10 @@ def _fresh(forecaster):
 def _one_step_chunked(model, Y, first_origin, last_origin):
     """One-step forecasts at origins first..last via read-before recall."""
     emb = DelayEmbedding(model.window, horizon=1)
+    if Y.shape[0] < model.window + 1:
+        return np.empty(0, dtype=np.intp), np.empty((0, 1, Y.shape[1]))
     Kraw, Vraw = emb.transform_pairs(Y)  # anchors t = w-1 .. n-2
     K, V = model._pairs(Kraw, Vraw, Y.shape[1])
-    if K.shape[0] == 0:
-        return np.empty(0, dtype=np.intp), np.empty((0, 1, Y.shape[1]))
     memory = clone(model.memory)
     O = np.asarray(memory.partial_fit_predict(K, V, read="before"))
     O = O.reshape(K.shape[0], -1)
