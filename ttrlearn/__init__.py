@@ -15,7 +15,11 @@ from ttrlearn.memories import (
     GatedDeltaMemory,
     KernelRegressionMemory,
     LinearAttentionMemory,
+    Memora,
+    Moneta,
+    OnlineMemory,
     RLSMemory,
+    Yaad,
 )
 
 __version__ = "0.1.0.dev0"
@@ -26,8 +30,12 @@ __all__ = [
     "GatedDeltaMemory",
     "KernelRegressionMemory",
     "LinearAttentionMemory",
+    "Memora",
+    "Moneta",
     "NonFiniteStateError",
+    "OnlineMemory",
     "RLSMemory",
+    "Yaad",
     "__version__",
     "available_backends",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "linear_attention",
     "local_linear",
     "nadaraya_watson",
+    "online_memory",
     "prefix_outputs",
     "ridge",
 ]
@@ -429,3 +430,7 @@ def prefix_outputs(solver, K, V, Q, *, read="after", **gates):
         g = {k: (v[:m] if np.ndim(v) == 1 else v) for k, v in gates.items()}
         out[t] = np.asarray(solver(K[:m], V[:m], Q[t : t + 1], **g)).reshape(-1)
     return out
+
+
+# the Miras family's per-token oracle lives beside this module
+from ttrlearn.reference_miras import online_memory  # noqa: E402
