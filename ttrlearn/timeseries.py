@@ -150,7 +150,7 @@ class DelayEmbedding(TransformerMixin, BaseEstimator):
         Number of channels of the series.
     n_seen_ : int
         Number of observations absorbed.
-    tail_ : ndarray of shape (m, n_features_in_)
+    tail_ : ndarray of shape (m, n_channels)
         The last ``m <= window + horizon - 1`` observations absorbed: the
         context the next chunk's windows reach back into.
 
