@@ -1170,7 +1170,7 @@ def _read_csv_column(path, column, fill):
     return x, header[j]
 
 
-def _plot(path, t, x, results, title):
+def _plot(path, t, x, results, title, steps=1):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1183,9 +1183,12 @@ def _plot(path, t, x, results, title):
         ax1.plot(tt, r.forecasts[:, 0, 0], lw=0.9, label=f"{name}")
         ax2.plot(tt, r.mae_over_time, lw=1.0, label=name)
     ax1.set_ylabel("value")
-    ax1.set_title(f"{title}: one-step-ahead forecasts (test-then-train)")
+    what = "one-step-ahead forecasts" if steps == 1 else (
+        f"first step of each {steps}-step forecast"
+    )
+    ax1.set_title(f"{title}: {what} (test-then-train)")
     ax1.legend(fontsize=7, ncol=2)
-    ax2.set_ylabel("running MAE")
+    ax2.set_ylabel("running MAE" if steps == 1 else f"running MAE, steps 1-{steps}")
     ax2.set_xlabel("time")
     ax2.set_title("prequential MAE over time")
     fig.tight_layout()
@@ -1283,7 +1286,7 @@ def cli_main(argv=None):
               f"{r.mae / naive:8.3f} {r.elapsed:8.3f}")
     if not args.no_plot:
         try:
-            _plot(args.output, t, x, results, title)
+            _plot(args.output, t, x, results, title, steps=args.horizon)
         except ImportError:
             print("(matplotlib is not installed: no plot; pip install matplotlib)")
         else:
