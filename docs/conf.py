@@ -76,7 +76,13 @@ numpydoc_show_class_members = False
 numpydoc_show_inherited_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
-numpydoc_xref_param_type = False
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = "all"  # types are text unless aliased; no dangling refs
+# offline build: numpydoc's default aliases point into numpy's and Python's
+# inventories (intersphinx), which are not fetched; render those names plainly
+from numpydoc.xref import DEFAULT_LINKS  # noqa: E402
+
+numpydoc_xref_aliases = {name: name for name in DEFAULT_LINKS}
 
 # MyST (for the Markdown pages written next to these, and included READMEs)
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]

@@ -107,7 +107,35 @@ class OptionalInclude(Directive):
         return doc.children
 
 
+def _skip_foreign_members(app, what, name, obj, skip, options):
+    """Document only members that ttrlearn defines, not inherited scikit-learn
+    ones (their docstrings point into scikit-learn's own user guide)."""
+    if what != "class":
+        return None
+    target = getattr(obj, "fget", obj)  # properties
+    module = getattr(target, "__module__", None)
+    if module is not None and not module.startswith("ttrlearn"):
+        return True
+    return None
+
+
+_TYPE_LINE = re.compile(r"^(\s*[\w*, ]+ : )(.*)$")
+_TRAILING_UNDERSCORE = re.compile(r"(?<![`\w])([A-Za-z]\w*?)_(?![`\w])")
+
+
+def _escape_type_underscores(app, what, name, obj, options, lines):
+    """In ``name : type`` lines, a word ending in ``_`` (``n_features_in_``)
+    is a reST reference; escape it so types like ``(m, n_features_in_)``
+    render as text."""
+    for i, line in enumerate(lines):
+        m = _TYPE_LINE.match(line)
+        if m and "`" not in m.group(2):
+            lines[i] = m.group(1) + _TRAILING_UNDERSCORE.sub(r"\1\\_", m.group(2))
+
+
 def setup(app):
+    app.connect("autodoc-skip-member", _skip_foreign_members)
+    app.connect("autodoc-process-docstring", _escape_type_underscores, priority=100)
     app.add_config_value("ttrlearn_optional_pages", [], "env")
     app.connect("source-read", _source_read)
     app.add_directive("optional-include", OptionalInclude)
