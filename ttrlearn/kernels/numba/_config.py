@@ -1,0 +1,81 @@
+"""Compile flags and tuning constants of the Numba kernels.
+
+Every ``@njit`` in ``ttrlearn.kernels.numba`` takes its flags from here, so a
+flag is changed in one place. ``fastmath`` is off by default for the
+recurrences whose accuracy the tests pin down against float64 oracles (RLS
+and the gated delta rule): reassociation there changes results beyond
+rounding of the same order. It is allowed where only sums of independent
+products are reordered (linear attention, kernel-regression logits).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = [
+    "CACHE",
+    "FASTMATH_GD",
+    "FASTMATH_KR",
+    "FASTMATH_LA",
+    "FASTMATH_RLS",
+    "GD_FUSED_MAX_STATE",
+    "LA_BLOCK_ROWS",
+    "SMALL_BLAS_FLOPS",
+    "single_thread_blas",
+]
+
+#: ``cache=True`` on every kernel (compiled code stored next to the module).
+CACHE = os.environ.get("TTRLEARN_NUMBA_CACHE", "1") != "0"
+
+#: fastmath flag sets per family (``False`` or a set of LLVM flags).
+FASTMATH_LA = {"nsz", "arcp", "contract", "afn", "reassoc"}
+FASTMATH_KR = {"nsz", "arcp", "contract", "afn", "reassoc"}
+FASTMATH_RLS = False
+FASTMATH_GD = False
+
+#: The gated delta rule uses the fused per-token recurrence when the state
+#: ``d_k * d_v`` is at most this (small states: no GEMM pays for its call),
+#: and the chunked WY/UT form above it.
+GD_FUSED_MAX_STATE = 32 * 32
+
+#: Rows per block in the linear-attention update (weights applied in cache).
+LA_BLOCK_ROWS = 4096
+
+#: Products below this many flops run on one BLAS thread (a 2-thread BLAS
+#: loses several times on small products when the other core is busy).
+SMALL_BLAS_FLOPS = 2_000_000
+
+_CONTROLLER = None
+
+
+class single_thread_blas:
+    """Context manager: run BLAS on one thread inside the block.
+
+    The Numba kernels call BLAS (SciPy's OpenBLAS, through
+    ``scipy.linalg.cython_blas``) on per-chunk products far too small for two
+    threads; a second BLAS thread then only contends for the other core.
+    Limits every loaded BLAS (process-wide, restored on exit). ``active=False``
+    makes it a no-op (tiny inputs, where the ~50 us of the switch would
+    dominate).
+    """
+
+    def __init__(self, active=True):
+        self.active = active
+        self._lim = None
+
+    def __enter__(self):
+        if self.active:
+            global _CONTROLLER
+            if _CONTROLLER is None:
+                import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba uses
+                from threadpoolctl import ThreadpoolController
+
+                _CONTROLLER = ThreadpoolController()
+            self._lim = _CONTROLLER.limit(limits=1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self._lim is not None:
+            self._lim.restore_original_limits()
+            self._lim = None
+        return False

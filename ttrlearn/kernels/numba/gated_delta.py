@@ -1,0 +1,245 @@
+"""Gated delta rule kernels (Numba).
+
+Same functions, signatures and semantics as
+:mod:`ttrlearn.kernels.numpy.gated_delta`. Two algorithms:
+
+* a fused per-token recurrence (one pass over the state per pair) for small
+  states (``d_k * d_v <= GD_FUSED_MAX_STATE``), where no GEMM pays for its
+  call;
+* the chunked WY/UT form for larger states, compiled end to end: per chunk
+  one ``K K^T`` GEMM, an in-register forward substitution for
+  ``[U, W] = (I + A)^{-1} [diag(b) V, diag(b g) K]``, one stacked GEMM
+  ``[W; Q] S``, the masked intra-chunk product and the state update.
+
+Decay ratios inside a chunk are formed as ``g_i / g_j`` from one ``exp`` per
+row; chunk boundaries (:func:`_bounds`) keep every ratio within
+``exp(+-LOG_DECAY_BUDGET)``, so nothing overflows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ttrlearn.kernels.numba._config import (
+    CACHE,
+    FASTMATH_GD,
+    GD_FUSED_MAX_STATE,
+    single_thread_blas,
+)
+from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
+
+__all__ = ["gd_read", "gd_update", "gd_update_read"]
+
+
+@njit(cache=CACHE)
+def _bounds(log_a, chunk_size, budget):
+    """Chunk boundaries, identical to ``_chunks.chunk_bounds``: (n_chunks + 1,)
+    start offsets."""
+    n = log_a.shape[0]
+    out = np.empty(n + 1, dtype=np.int64)
+    neg = np.empty(n)
+    acc = 0.0
+    for i in range(n):
+        acc += log_a[i]
+        neg[i] = -acc
+    s = 0
+    m = 0
+    while s < n:
+        out[m] = s
+        m += 1
+        lim = min(s + chunk_size, n)
+        e = s + 1
+        thr = neg[s] + budget
+        while e < lim and neg[e] <= thr:
+            e += 1
+        s = e
+    out[m] = n
+    return out[: m + 1]
+
+
+LANES = 16  # partial sums per dot product: vectorisable without fastmath
+
+
+@njit(cache=CACHE, fastmath=FASTMATH_GD, inline="always")
+def _dot(x, y, part):
+    """``x . y`` with LANES interleaved partial sums (a fixed, deterministic
+    summation order that the compiler can vectorise without reassociation)."""
+    n = x.shape[0]
+    for u in range(LANES):
+        part[u] = 0
+    j = 0
+    while j + LANES <= n:
+        for u in range(LANES):
+            part[u] += x[j + u] * y[j + u]
+        j += LANES
+    tot = part[0] * 0
+    while j < n:
+        tot += x[j] * y[j]
+        j += 1
+    h = LANES
+    while h > 1:
+        h //= 2
+        for u in range(h):
+            part[u] += part[u + h]
+    return part[0] + tot
+
+
+@njit(cache=CACHE, fastmath=FASTMATH_GD)
+def _fused(M, K, V, Q, b, log_a, after, has_q):
+    """Per-token recurrence on ``M`` (d_v, d_k), one pass over M per pair."""
+    n, d_k = K.shape
+    d_v = M.shape[0]
+    dt = M.dtype.type
+    M = M.copy()
+    O = np.zeros((n if has_q else 0, d_v), dtype=M.dtype)
+    part = np.zeros(LANES, dtype=M.dtype)
+    for t in range(n):
+        a = dt(np.exp(log_a[t]))
+        bt = dt(b[t])
+        k = K[t]
+        q = Q[t] if has_q else k
+        for v in range(d_v):
+            row = M[v]
+            e = bt * (V[t, v] - a * _dot(row, k, part))
+            if has_q and not after:
+                O[t, v] = _dot(row, q, part)
+            for j in range(d_k):
+                row[j] = a * row[j] + e * k[j]
+            if has_q and after:
+                O[t, v] = _dot(row, q, part)
+    return O, M
+
+
+@njit(cache=CACHE, fastmath=FASTMATH_GD)
+def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds):
+    """Chunked WY/UT form; ``S = M^T`` (d_k, d_v) is the running state."""
+    n, d_k = K.shape
+    d_v = M.shape[0]
+    dt = M.dtype.type
+    S = np.ascontiguousarray(M.T)
+    O = np.zeros((n if has_q else 0, d_v), dtype=M.dtype)
+    C_max = 1
+    for c in range(bounds.shape[0] - 1):
+        C_max = max(C_max, bounds[c + 1] - bounds[c])
+    gr = np.empty(C_max)
+    gi = np.empty(C_max)
+    gq = np.empty(C_max)
+    lg = np.empty(C_max)
+    WQ = np.empty((2 * C_max, d_k), dtype=M.dtype)
+    U = np.empty((C_max, d_v), dtype=M.dtype)
+    for c in range(bounds.shape[0] - 1):
+        s = bounds[c]
+        e = bounds[c + 1]
+        C = e - s
+        Kc = K[s:e]
+        decayed = False
+        acc = 0.0
+        for i in range(C):
+            acc += log_a[s + i]
+            lg[i] = acc
+            if log_a[s + i] != 0.0:
+                decayed = True
+        # ratios exclude the first decay (bounded by the budget)
+        for i in range(C):
+            gr[i] = np.exp(lg[i] - lg[0])
+            gi[i] = 1.0 / gr[i]
+        A = np.dot(Kc, Kc.T)
+        W = WQ[:C]
+        # right-hand sides
+        for i in range(C):
+            bi = b[s + i]
+            bg = dt(bi * np.exp(lg[i]))
+            bd = dt(bi)
+            for j in range(d_v):
+                U[i, j] = bd * V[s + i, j]
+            for j in range(d_k):
+                W[i, j] = bg * Kc[i, j]
+        # forward substitution with A = strict_lower(diag(b) K K^T * Gam)
+        for i in range(1, C):
+            bi = b[s + i]
+            for j in range(i):
+                if decayed:
+                    aij = dt(A[i, j] * (bi * gr[i] * gi[j]))
+                else:
+                    aij = dt(A[i, j] * bi)
+                if aij != 0:
+                    for m in range(d_v):
+                        U[i, m] -= aij * U[j, m]
+                    for m in range(d_k):
+                        W[i, m] -= aij * W[j, m]
+        if has_q:
+            Qc = Q[s:e]
+            WQ[C : 2 * C] = Qc
+            R = np.dot(WQ[: 2 * C], S)
+        else:
+            R = np.dot(W, S)
+        Ut = U[:C]
+        for i in range(C):
+            for j in range(d_v):
+                Ut[i, j] -= R[i, j]
+        if has_q:
+            P = np.dot(Qc, Kc.T)
+            # query t sees rows j <= t (after) / j < t (before)
+            for i in range(C):
+                if after:
+                    gq[i] = np.exp(lg[i])
+                    lim = i + 1
+                    ri = gr[i]
+                elif i == 0:
+                    gq[i] = 1.0
+                    lim = 0
+                    ri = 1.0
+                else:
+                    gq[i] = np.exp(lg[i - 1])
+                    lim = i
+                    ri = gr[i - 1]
+                for j in range(lim):
+                    if decayed:
+                        P[i, j] = dt(P[i, j] * (ri * gi[j]))
+                for j in range(lim, C):
+                    P[i, j] = 0
+            Oc = np.dot(P, Ut)
+            for i in range(C):
+                g = dt(gq[i])
+                for j in range(d_v):
+                    O[s + i, j] = g * R[C + i, j] + Oc[i, j]
+        # state update S' = g_C S + (diag(g_C / g) K)^T U~
+        Kt = np.empty((C, d_k), dtype=M.dtype)
+        for i in range(C):
+            t = dt(gr[C - 1] * gi[i])
+            for j in range(d_k):
+                Kt[i, j] = t * Kc[i, j]
+        gC = dt(np.exp(lg[C - 1]))
+        S = gC * S + np.dot(Kt.T, Ut)
+    return O, np.ascontiguousarray(S.T)
+
+
+def _run(M, K, V, Q, b, log_a, after, chunk_size):
+    has_q = Q is not None
+    Qa = Q if has_q else K[:0]
+    if M.shape[0] * M.shape[1] <= GD_FUSED_MAX_STATE:
+        return _fused(M, K, V, Qa, b, log_a, bool(after), has_q)
+    bounds = _bounds(log_a, int(chunk_size), LOG_DECAY_BUDGET)
+    with single_thread_blas(K.shape[0] > 256):
+        return _chunked(M, K, V, Qa, b, log_a, bool(after), has_q, bounds)
+
+
+def gd_read(M, Q):
+    """``Q M^T`` (one GEMM)."""
+    return Q @ M.T
+
+
+def gd_update(M, K, V, b, log_a, chunk_size):
+    """Absorb rows; ``b`` (n,) float64 effective step sizes. Returns new M."""
+    if K.shape[0] == 0:
+        return M.copy()
+    _, M_new = _run(M, K, V, None, b, log_a, True, chunk_size)
+    return M_new
+
+
+def gd_update_read(M, K, V, Q, b, log_a, after, chunk_size):
+    """Causal outputs (after or before each write) and the final state."""
+    if K.shape[0] == 0:
+        return np.empty((0, M.shape[0]), dtype=M.dtype), M.copy()
+    return _run(M, K, V, Q, b, log_a, after, chunk_size)

@@ -1,0 +1,178 @@
+"""Kernel-regression recall (fast host path): blocked online softmax.
+
+Same function, signature and semantics as
+:func:`ttrlearn.kernels.numpy.kernel_regression.kr_read`. The hot case, the
+Nadaraya-Watson estimate (``order=0``) with the softmax or Gaussian kernel
+and no position mask (``predict``), runs flash-attention style in the
+storage dtype:
+
+* per (query block, key block): one GEMM for the logits, the running-max
+  shift and ``exp`` in place (NumPy's SIMD ``exp``), and one GEMM of the
+  probabilities against ``[V, 1]`` that yields the numerator and the
+  normaliser together;
+* the Gaussian kernel is the softmax of ``q.k / h^2 - |k|^2 / (2 h^2)`` (the
+  ``|q|^2`` term is constant along a row and cancels), so both share it;
+* query blocks are spread over the cores, each worker on one BLAS thread,
+  so the elementwise passes run in parallel too;
+* running maxima, normalisers and numerators are kept in float64 across
+  key blocks; extra memory is a few (query block x key block) buffers per
+  worker (under 8 MiB in all), whatever the number of stored keys.
+
+Everything else (local-linear, compact kernels, causal position masks) uses
+the NumPy kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ttrlearn.kernels.numba._config import single_thread_blas
+from ttrlearn.kernels.numpy import kernel_regression as _np_kr
+
+__all__ = ["kr_read"]
+
+KERNELS = _np_kr.KERNELS
+kr_log_kernel = _np_kr.kr_log_kernel
+
+_BLOCK_Q = 256
+_BLOCK_K = 1024
+_POOL = None
+_WORKERS = max(
+    1,
+    min(
+        8,
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else (os.cpu_count() or 1),
+    ),
+)
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="ttrlearn-kr")
+    return _POOL
+
+
+def _rows(Qs, K, V1, bias, bk, out):
+    """NW estimate for the query rows ``Qs`` (already scaled by 1/h):
+    logits ``Qs K^T + bias``; writes (rows, d_v) into ``out``."""
+    b = Qs.shape[0]
+    n = K.shape[0]
+    dt = Qs.dtype
+    d_v1 = V1.shape[1]
+    mx = np.full(b, -np.inf)
+    acc = np.zeros((b, d_v1))
+    S = np.empty((b, min(bk, n)), dtype=dt)
+    P = np.empty((b, d_v1), dtype=dt)
+    for ks in range(0, n, bk):
+        ke = min(ks + bk, n)
+        Sb = S[:, : ke - ks]
+        np.matmul(Qs, K[ks:ke].T, out=Sb)
+        if bias is not None:
+            Sb += bias[ks:ke]
+        bmax = Sb.max(axis=1)
+        new = np.maximum(mx, bmax)
+        finite = np.isfinite(new)
+        if not finite.all():
+            new = np.where(finite, new, 0.0)
+        Sb -= new.astype(dt)[:, None]
+        np.exp(Sb, out=Sb)
+        np.matmul(Sb, V1[ks:ke], out=P)
+        with np.errstate(invalid="ignore"):
+            corr = np.exp(mx - new)
+        corr[~np.isfinite(mx)] = 0.0
+        acc *= corr[:, None]
+        acc += P
+        mx = np.where(finite, new, mx)
+    s = acc[:, -1]
+    ok = s > 0
+    out[:] = 0.0
+    out[ok] = acc[ok, :-1] / s[ok, None]
+
+
+def _fast_nw(K, V, lw, Q, kernel, h):
+    m, d_v = Q.shape[0], V.shape[1]
+    dt = np.result_type(K.dtype, Q.dtype)
+    K = np.ascontiguousarray(K, dtype=dt)
+    out = np.zeros((m, d_v), dtype=np.float64)
+    if K.shape[0] == 0 or m == 0 or not np.isfinite(lw).any():
+        return out  # no key carries weight: every query recalls 0
+    V1 = np.empty((K.shape[0], d_v + 1), dtype=dt)
+    V1[:, :d_v] = V
+    V1[:, d_v] = 1.0
+    if kernel == "softmax":
+        Qs = np.ascontiguousarray(Q, dtype=dt) * dt.type(1.0 / h)
+        bias = lw
+    else:  # gaussian: logits q.k / h^2 - |k|^2 / (2 h^2) + lw
+        Qs = np.ascontiguousarray(Q, dtype=dt) * dt.type(1.0 / (h * h))
+        k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
+        bias = lw - k2 / (2.0 * h * h)
+    # a bias common to all keys cancels: drop it (and its pass) when constant
+    if bias.shape[0] and np.all(bias == bias[0]):
+        bias = None
+    else:
+        bias = (bias - bias.max()).astype(dt)
+    blocks = [(s, min(s + _BLOCK_Q, m)) for s in range(0, m, _BLOCK_Q)]
+    work = K.shape[0] * m * (K.shape[1] + d_v)
+    with single_thread_blas(True):
+        if _WORKERS > 1 and len(blocks) > 1 and work > 4_000_000:
+            step = -(-len(blocks) // _WORKERS)
+            parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+
+            def job(part):
+                for s, e in part:
+                    _rows(Qs[s:e], K, V1, bias, _BLOCK_K, out[s:e])
+
+            for f in [_pool().submit(job, p) for p in parts]:
+                f.result()
+        else:
+            for s, e in blocks:
+                _rows(Qs[s:e], K, V1, bias, _BLOCK_K, out[s:e])
+    return out
+
+
+def kr_read(
+    K,
+    V,
+    lw,
+    Q,
+    kernel,
+    h,
+    order,
+    alpha,
+    kpos=None,
+    qpos=None,
+    after=True,
+    window=0,
+    block_q=256,
+    block_k=2048,
+):
+    """Recall at each row of ``Q`` from stored ``K`` (n, d_k), ``V`` (n, d_v).
+
+    See :func:`ttrlearn.kernels.numpy.kernel_regression.kr_read`; the
+    unmasked Nadaraya-Watson softmax/Gaussian case runs the blocked, threaded
+    path above, the rest the NumPy kernel. Returns float64 (m, d_v).
+    """
+    if order == 0 and qpos is None and kernel in ("softmax", "gaussian"):
+        return _fast_nw(K, V, lw, Q, kernel, h)
+    return _np_kr.kr_read(
+        K,
+        V,
+        lw,
+        Q,
+        kernel,
+        h,
+        order,
+        alpha,
+        kpos,
+        qpos,
+        after,
+        window,
+        block_q,
+        block_k,
+    )

@@ -1,0 +1,354 @@
+"""Recursive least squares kernels (Numba + SciPy's BLAS/LAPACK).
+
+Same functions, signatures and semantics as :mod:`ttrlearn.kernels.numpy.rls`
+(information form: Gram ``H``, cross-moment ``G``). Every product runs on one
+BLAS, SciPy's OpenBLAS (the one Numba links through
+``scipy.linalg.cython_blas``): numpy and scipy each load their own OpenBLAS,
+and alternating between them in a hot path makes their thread pools fight.
+
+* :func:`rls_update`: ``H += X^T diag(c) X`` as a symmetric rank-k update
+  (``?syrk``, half the flops of a GEMM) of ``diag(sqrt c) X``, and
+  ``G += Y^T diag(c) X`` by GEMM, over row blocks so the weighted copies stay
+  in cache; no copy at all when every weight is 1.
+* :func:`rls_update_read`: the chunked Woodbury recursion of the numpy kernel
+  compiled end to end, calling ``?potrf``/``?trsm``/``?gemm`` directly (no
+  Python between chunks). Work is done in the whitened coordinates of the
+  chunk's entry Cholesky factor ``R`` (``Hf = R R^T``): ``Z = R^{-1} X^T``
+  serves the entry estimate, the residuals and (when the queries are the
+  keys) the reads, so one triangular solve replaces three.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+from ttrlearn.kernels.numba._config import CACHE, FASTMATH_RLS, single_thread_blas
+from ttrlearn.kernels.numpy import rls as _np_rls
+from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
+
+__all__ = ["rls_read", "rls_solve", "rls_update", "rls_update_read"]
+
+rls_read = _np_rls.rls_read
+rls_solve = _np_rls.rls_solve
+
+
+def _external(module, name, nargs):
+    """A BLAS/LAPACK routine of SciPy's Cython API as a Numba external function.
+
+    The address is registered under a fixed symbol name, so compiled kernels
+    refer to the symbol (not to a baked-in pointer) and can be cached.
+    """
+    sym = f"ttrlearn_{name}"
+    llvm.add_symbol(sym, get_cython_function_address(module, name))
+    return types.ExternalFunction(sym, types.void(*([types.voidptr] * nargs)))
+
+
+_dtrsm = _external("scipy.linalg.cython_blas", "dtrsm", 11)
+_dsyrk = _external("scipy.linalg.cython_blas", "dsyrk", 10)
+_dpotrf = _external("scipy.linalg.cython_lapack", "dpotrf", 5)
+
+_ROWS_PER_BLOCK = 2048
+
+
+# ---------------------------------------------------------------- BLAS layer
+# All arrays are C-ordered float64; a C-ordered (m, n) buffer is the Fortran
+# (n, m) matrix of its transpose, which is how the calls below are set up.
+
+
+@njit(cache=CACHE)
+def _chol_lower(A):
+    """Lower Cholesky factor of symmetric ``A`` (copied); ok=False when not
+    positive definite or not finite."""
+    n = A.shape[0]
+    L = A.copy()
+    uplo = np.array([ord("U")], dtype=np.uint8)  # Fortran upper == C lower
+    nn = np.array([n], dtype=np.int32)
+    info = np.zeros(1, dtype=np.int32)
+    _dpotrf(uplo.ctypes, nn.ctypes, L.ctypes, nn.ctypes, info.ctypes)
+    ok = info[0] == 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            L[i, j] = 0.0
+        if ok and not np.isfinite(L[i, i]):
+            ok = False
+    return L, ok
+
+
+@njit(cache=CACHE)
+def _solve_lower(L, B, trans):
+    """In place: ``B <- L^{-1} B`` (``trans``: ``L^{-T} B``); L lower (m, m),
+    B (m, n), both C-ordered."""
+    m, n = B.shape
+    if m == 0 or n == 0:
+        return
+    side = np.array([ord("R")], dtype=np.uint8)
+    uplo = np.array([ord("U")], dtype=np.uint8)
+    ta = np.array([ord("T") if trans else ord("N")], dtype=np.uint8)
+    diag = np.array([ord("N")], dtype=np.uint8)
+    mm = np.array([n], dtype=np.int32)
+    nn = np.array([m], dtype=np.int32)
+    one = np.ones(1)
+    _dtrsm(
+        side.ctypes,
+        uplo.ctypes,
+        ta.ctypes,
+        diag.ctypes,
+        mm.ctypes,
+        nn.ctypes,
+        one.ctypes,
+        L.ctypes,
+        nn.ctypes,
+        B.ctypes,
+        mm.ctypes,
+    )
+
+
+@njit(cache=CACHE)
+def _syrk_acc(C, A, beta):
+    """``C <- beta C + A^T A`` for C-ordered ``A`` (k, n); full symmetric C."""
+    k, n = A.shape
+    if k == 0:
+        for i in range(n):
+            for j in range(n):
+                C[i, j] *= beta
+        return
+    # Fortran sees A as (n, k) = A^T: C = alpha A^T (A^T)^T, trans='N'
+    uplo = np.array([ord("U")], dtype=np.uint8)
+    tr = np.array([ord("N")], dtype=np.uint8)
+    nn = np.array([n], dtype=np.int32)
+    kk = np.array([k], dtype=np.int32)
+    one = np.ones(1)
+    b = np.array([beta])
+    _dsyrk(
+        uplo.ctypes,
+        tr.ctypes,
+        nn.ctypes,
+        kk.ctypes,
+        one.ctypes,
+        A.ctypes,
+        nn.ctypes,
+        b.ctypes,
+        C.ctypes,
+        nn.ctypes,
+    )
+    # Fortran upper == C lower: mirror it to the upper triangle
+    for i in range(n):
+        for j in range(i + 1, n):
+            C[i, j] = C[j, i]
+
+
+# ------------------------------------------------------------------ update
+
+
+@njit(cache=CACHE, fastmath=FASTMATH_RLS)
+def _update(H, G, X, Y, w, log_a, block):
+    n, d = X.shape
+    d_v = Y.shape[1]
+    total = 0.0
+    plain = True
+    for i in range(n):
+        total += log_a[i]
+        if log_a[i] != 0.0 or w[i] != 1.0:
+            plain = False
+    scale = np.exp(total)
+    Hn = H.copy()
+    Gt = np.ascontiguousarray(G.T)  # (d, d_v): accumulate G^T = X^T diag(c) Y
+    if scale != 1.0:
+        for j in range(d):
+            for m in range(d_v):
+                Gt[j, m] *= scale
+    if plain:
+        _syrk_acc(Hn, X, scale)
+        Gt += np.dot(X.T, Y)
+        return Hn, np.ascontiguousarray(Gt.T)
+    Xs = np.empty((min(block, n), d))
+    Ys = np.empty((min(block, n), d_v))
+    sq = np.empty(min(block, n))
+    L = 0.0
+    first = True
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        m = e - s
+        for i in range(m):
+            L += log_a[s + i]
+            sq[i] = np.sqrt(w[s + i] * np.exp(total - L))
+        for i in range(m):
+            r = sq[i]
+            for j in range(d):
+                Xs[i, j] = r * X[s + i, j]
+            for j in range(d_v):
+                Ys[i, j] = r * Y[s + i, j]
+        _syrk_acc(Hn, Xs[:m], scale if first else 1.0)
+        first = False
+        Gt += np.dot(Xs[:m].T, Ys[:m])
+    return Hn, np.ascontiguousarray(Gt.T)
+
+
+def rls_update(H, G, X, Y, w, log_a):
+    """``H <- e^L H + X^T diag(c) X``, ``G <- e^L G + Y^T diag(c) X`` with
+    ``c_i = w_i exp(L - L_i)``. Returns new ``(H, G)`` (``H`` symmetric)."""
+    dt = H.dtype
+    if X.shape[0] == 0:
+        return H.copy(), G.copy()
+    if X.shape[0] * X.shape[1] < 4096:  # tiny: numpy's few small products win
+        return _np_rls.rls_update(H, G, X, Y, w, log_a)
+    f8 = np.float64
+    with single_thread_blas(X.shape[0] * X.shape[1] ** 2 < 2_000_000):
+        Hn, Gn = _update(
+            H.astype(f8, copy=False),
+            G.astype(f8, copy=False),
+            X.astype(f8, copy=False),
+            Y.astype(f8, copy=False),
+            w,
+            log_a,
+            _ROWS_PER_BLOCK,
+        )
+    return Hn.astype(dt, copy=False), Gn.astype(dt, copy=False)
+
+
+# ------------------------------------------------------------ update_read
+
+
+@njit(cache=CACHE, fastmath=FASTMATH_RLS)
+def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
+    """Chunks ``bounds[c0:]`` in order; returns ``(H, G, c)`` where ``c`` is the
+    first chunk that needs the row-by-row path (or the number of chunks)."""
+    d = H.shape[0]
+    d_v = G.shape[0]
+    nc = bounds.shape[0] - 1
+    for c in range(nc):
+        s = bounds[c]
+        e = bounds[c + 1]
+        C = e - s
+        any_decay = False
+        for i in range(s, e):
+            if log_a[i] != 0.0:
+                any_decay = True
+        if not decayed and any_decay:
+            return H, G, c
+        Hf = H.copy()
+        for i in range(d):
+            Hf[i, i] += ridge
+        R, ok = _chol_lower(Hf)
+        if not ok:
+            return H, G, c
+        Xc = X[s:e]
+        Yc = Y[s:e]
+        # whitened entry estimate: M0 q = GtT^T (R^{-1} q)
+        GtT = np.ascontiguousarray(G.T)
+        _solve_lower(R, GtT, False)
+        Zx = np.ascontiguousarray(Xc.T)
+        _solve_lower(R, Zx, False)
+        XM = np.dot(Zx.T, GtT)  # X_c M0^T
+        la0 = log_a[s]
+        root = np.exp(-0.5 * la0)
+        sq = np.empty(C)
+        lg = 0.0
+        for i in range(C):
+            if i > 0:
+                lg += log_a[s + i]
+            sq[i] = np.sqrt(w[s + i] * np.exp(-lg))
+        E = np.empty((C, d_v))
+        for i in range(C):
+            for j in range(d_v):
+                E[i, j] = (Yc[i, j] - XM[i, j]) * sq[i]
+        Wt = np.empty((d, C))
+        for j in range(d):
+            for i in range(C):
+                Wt[j, i] = Zx[j, i] * (root * sq[i])
+        S = np.dot(Wt.T, Wt)
+        for i in range(C):
+            S[i, i] += 1.0
+        Ls, ok2 = _chol_lower(S)
+        if not ok2:
+            return H, G, c
+        _solve_lower(Ls, E, False)  # Et
+        if q_is_x:
+            Zq = Zx
+            QM = XM
+        else:
+            Zq = np.ascontiguousarray(Q[s:e].T)
+            _solve_lower(R, Zq, False)
+            QM = np.dot(Zq.T, GtT)
+        Rq = np.dot(Wt.T, Zq)
+        for i in range(C):
+            for j in range(C):
+                Rq[i, j] *= root
+        _solve_lower(Ls, Rq, False)
+        for i in range(C):
+            lim = i if after else i + 1
+            for j in range(lim):
+                Rq[i, j] = 0.0
+        Oc = np.dot(Rq.T, E)
+        for i in range(C):
+            for j in range(d_v):
+                O[s + i, j] = QM[i, j] + Oc[i, j]
+        H, G = _update(H, G, Xc, Yc, w[s:e], log_a[s:e], C)
+    return H, G, nc
+
+
+def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
+    """Causal outputs ``coef_t q_t`` and the final ``(H, G)``.
+
+    The chunked Woodbury recursion of
+    :func:`ttrlearn.kernels.numpy.rls.rls_update_read` (see there for the
+    algebra), compiled; chunks the numpy kernel solves row by row (fixed
+    ridge under forgetting, singular entry systems) are handed to it.
+    Computation is in float64 whatever the state dtype.
+    """
+    from ttrlearn.kernels.numba.gated_delta import _bounds
+
+    n = X.shape[0]
+    dt = H.dtype
+    f8 = np.float64
+    O = np.empty((n, G.shape[0]), dtype=f8)
+    if n == 0:
+        return O.astype(dt), H.copy(), G.copy()
+    q_is_x = Q is X
+    H = H.astype(f8, copy=False)
+    G = G.astype(f8, copy=False)
+    X = X.astype(f8, copy=False)
+    Y = Y.astype(f8, copy=False)
+    Q = X if q_is_x else Q.astype(f8, copy=False)
+    bounds = _bounds(log_a, int(chunk_size), LOG_DECAY_BUDGET)
+    c0 = 0
+    with single_thread_blas(n > 64):
+        while c0 < bounds.shape[0] - 1:
+            b = bounds[c0:]
+            H, G, c = _update_read(
+                H,
+                G,
+                float(ridge),
+                bool(decayed),
+                X,
+                Y,
+                Q,
+                q_is_x,
+                w,
+                log_a,
+                bool(after),
+                b,
+                O,
+            )
+            c0 += c
+            if c0 >= bounds.shape[0] - 1:
+                break
+            s, e = bounds[c0], bounds[c0 + 1]
+            O[s:e] = _np_rls._rows_one_by_one(
+                H,
+                G,
+                ridge,
+                decayed,
+                X[s:e],
+                Y[s:e],
+                Q[s:e],
+                w[s:e],
+                log_a[s:e],
+                after,
+            )
+            H, G = _np_rls.rls_update(H, G, X[s:e], Y[s:e], w[s:e], log_a[s:e])
+            c0 += 1
+    return O.astype(dt, copy=False), H.astype(dt, copy=False), G.astype(dt, copy=False)
