@@ -54,6 +54,31 @@ PUBLIC_MODULES = [
     "ttrlearn.reference_miras",
 ]
 
+#: Docstrings of modules still being finished when this test landed; each
+#: one is an expected failure with the codes it failed on, until its owner
+#: fixes it (non-strict, so a fix simply turns it into XPASS). Remove entries
+#: as they are fixed.
+KNOWN_FAILURES = {
+    "ttrlearn.datasets._mqar.make_mqar": "SA03 (issue 6): See Also description "
+    "not capitalised",
+    "ttrlearn.datasets._mqar.make_forgetting_mqar": "SA03 (issue 6): See Also "
+    "description not capitalised",
+    "ttrlearn.recall.RecallResult": "PR01 (issue 6): dataclass fields are "
+    "constructor parameters; document them under Parameters",
+    "ttrlearn.merge.MergeError": "SS06 (issue 8): summary spans two lines",
+    "ttrlearn.io.FormatError": "SS06 (issue 8): summary spans two lines",
+    "ttrlearn.io.register": "SS06 (issue 8): summary spans two lines",
+    "ttrlearn.io.registry": "RT04 (issue 8): Returns description not capitalised",
+    "ttrlearn.distributed.partial_fit": "PR04 (issue 8): X, y, client have no type",
+    "ttrlearn.gpu._loader.get_module": "PR01, RT01 (issue 4): parameters and "
+    "Returns not documented",
+    "ttrlearn.gpu._loader.gpu_available": "RT01 (issue 4): no Returns section",
+    "ttrlearn.gpu.kernel_regression.local_linear_moments": "PR01 (issue 4): "
+    "parameters not documented",
+    "ttrlearn.gpu.rls.rls_masked_combine": "RT03 (issue 4): Returns entry has "
+    "no description",
+}
+
 IGNORED_EVERYWHERE = {"GL01", "GL02", "RT02", "EX01"}
 CLASS_ONLY = {"ES01", "SA01"}
 
@@ -145,7 +170,15 @@ def test_module_importable(modname, reason):
     pytest.skip(reason)
 
 
-@pytest.mark.parametrize(("path", "kind"), _OBJECTS, ids=[p for p, _ in _OBJECTS])
+def _params():
+    for path, kind in _OBJECTS:
+        marks = []
+        if path in KNOWN_FAILURES:
+            marks.append(pytest.mark.xfail(reason=KNOWN_FAILURES[path], strict=False))
+        yield pytest.param(path, kind, id=path, marks=marks)
+
+
+@pytest.mark.parametrize(("path", "kind"), list(_params()))
 def test_docstring(path, kind):
     result = numpydoc_validate.validate(path)
     errors = list(filter_errors(result["errors"], kind))
