@@ -91,8 +91,8 @@ def make_mqar(
     Parameters
     ----------
     vocab_size : int
-        Number of tokens; must exceed ``seq_len`` and leave at least
-        ``n_pairs`` keys, ``vocab_size // 2 - 1 >= n_pairs``.
+        Number of tokens; must exceed ``seq_len`` (which leaves enough
+        distinct keys and values).
     seq_len : int
         Length of each example, even, at least ``4 * n_pairs`` (the context
         ``2 * n_pairs`` plus room for ``n_pairs`` distinct query gaps).
@@ -155,11 +155,6 @@ def make_mqar(
         vocab_size, seq_len, n_pairs, n_examples, power_a
     )
     half = vocab_size // 2
-    if n_pairs > half - 1:
-        raise ValueError(
-            f"n_pairs={n_pairs} distinct keys need vocab_size // 2 - 1 >= n_pairs; "
-            f"vocab_size={vocab_size} gives {half - 1}"
-        )
     if 4 * n_pairs > seq_len:
         raise ValueError(
             f"seq_len must be at least 4 * n_pairs = {4 * n_pairs} (context plus "
@@ -199,9 +194,8 @@ def make_forgetting_mqar(
     Parameters
     ----------
     vocab_size : int
-        Number of tokens; must exceed ``seq_len``, with
-        ``vocab_size // 2 - 1 >= n_pairs`` keys and
-        ``vocab_size - vocab_size // 2 >= n_pairs + n_updates`` values.
+        Number of tokens; must exceed ``seq_len`` (which leaves enough
+        distinct keys and values).
     seq_len : int
         Length of each example, even, at least
         ``2 (n_pairs + n_updates) + 2 n_pairs``.
@@ -266,17 +260,6 @@ def make_forgetting_mqar(
             f"n_updates must be <= n_pairs={n_pairs}, got {n_updates}"
         )
     half = vocab_size // 2
-    if n_pairs > half - 1:
-        raise ValueError(
-            f"n_pairs={n_pairs} distinct keys need vocab_size // 2 - 1 >= n_pairs; "
-            f"vocab_size={vocab_size} gives {half - 1}"
-        )
-    if n_pairs + n_updates > vocab_size - half:
-        raise ValueError(
-            f"n_pairs + n_updates = {n_pairs + n_updates} distinct values need "
-            f"vocab_size - vocab_size // 2 >= that; vocab_size={vocab_size} gives "
-            f"{vocab_size - half}"
-        )
     context_size = 2 * (n_pairs + n_updates)
     if context_size + 2 * n_pairs > seq_len:
         raise ValueError(
