@@ -15,8 +15,13 @@ __all__ = ["GatedDeltaMemory"]
 
 
 def _unit_rows(X):
-    nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
-    return X / np.where(nrm > 0, nrm, 1)[:, None]
+    """Rows scaled to unit length (zero rows stay zero), exact for any
+    magnitude: rows are first divided by their largest entry, so the squared
+    norm neither overflows (|x| ~ 1e300) nor underflows (|x| ~ 1e-300)."""
+    big = np.abs(X).max(axis=1, initial=0)[:, None]
+    Y = X / np.where(big > 0, big, 1)
+    nrm = np.sqrt(np.einsum("ij,ij->i", Y, Y))
+    return Y / np.where(nrm > 0, nrm, 1)[:, None]
 
 
 class GatedDeltaMemory(BaseMemory):
