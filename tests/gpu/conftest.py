@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ttrlearn.gpu import _loader
 
 GPU_DIR = Path(_loader.SOURCE_DIR)

@@ -124,8 +124,17 @@ def moments(Ks, Vs, lw, Q, kernel, h, kpos=None, qpos=None, after=True, window=N
 def local_linear(Ks, Vs, lw, Q, kernel, h, alpha, **mask):
     """Weighted least squares of ``v`` on ``(1, k - q)``, ridge ``alpha`` on the
     slope only, solved per query from scratch; 0 with no weight."""
-    L = logits(Ks, lw, Q, kernel, h, mask.get("kpos"), mask.get("qpos"),
-               mask.get("after", True), mask.get("window"))
+    L = logits(
+        Ks,
+        lw,
+        Q,
+        kernel,
+        h,
+        mask.get("kpos"),
+        mask.get("qpos"),
+        mask.get("after", True),
+        mask.get("window"),
+    )
     B, M, N = L.shape
     dk = Ks.shape[2]
     out = np.zeros((B, M, Vs.shape[2]))

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from tests.gpu import references as ref
 from ttrlearn.gpu import (
     gated_delta_recurrent,
     kernel_regression_recall,
@@ -24,6 +22,8 @@ from ttrlearn.gpu import (
     local_linear_solve,
     rls_masked_combine,
 )
+
+from tests.gpu import references as ref
 
 DTYPES = st.sampled_from([np.float32, np.float64])
 #: relative-to-magnitude tolerances (float32 kernels accumulate in float32)
@@ -37,7 +37,9 @@ def assert_close(actual, desired, dtype, factor=1.0, what=""):
     assert np.isfinite(actual).all(), f"non-finite {what}"
     tol = RTOL[np.dtype(dtype)] * factor
     scale = max(1.0, float(np.abs(desired).max(initial=0.0)))
-    np.testing.assert_allclose(actual, desired, rtol=tol, atol=tol * scale, err_msg=what)
+    np.testing.assert_allclose(
+        actual, desired, rtol=tol, atol=tol * scale, err_msg=what
+    )
 
 
 def unit_rows(rng, shape):
@@ -142,7 +144,9 @@ def _kr_data(c):
     if c["mask"] != "none":
         kpos = np.sort(rng.integers(0, N + 2, (B, N)), axis=1).astype(np.int64)
         qpos = rng.integers(-1, N + 2, (B, M)).astype(np.int64)
-        mask = dict(kpos=kpos, qpos=qpos, after=c["mask"] == "after", window=c["window"])
+        mask = dict(
+            kpos=kpos, qpos=qpos, after=c["mask"] == "after", window=c["window"]
+        )
     return Ks, Vs, lw, Q, mask
 
 
@@ -239,7 +243,10 @@ def test_rls_masked_combine_matches_numpy_kernel_algebra(backend):
     for after, k in ((True, 0), (False, 1)):
         want = base + np.einsum("bit,biv->btv", np.triu(R, k), E)
         out = rls_masked_combine(
-            backend.put(base), backend.put(R), backend.put(E), after,
+            backend.put(base),
+            backend.put(R),
+            backend.put(E),
+            after,
             module=backend.module("rls"),
         )
         assert_close(backend.get(out), want, np.float64, 10, f"after={after}")
@@ -264,20 +271,30 @@ def test_kernels_match_ttrlearn_numpy_kernels(backend):
         O_np, M_np = gd.gd_update_read(M0, k, v, q, beta, log_a, after, 8)
         M = put(M0[None].copy())
         o = gated_delta_recurrent(
-            put(q[None]), put(k[None]), put(v[None]), put(np.exp(log_a)[None]),
-            put(beta[None]), M, after, module=backend.module("gated_delta"),
+            put(q[None]),
+            put(k[None]),
+            put(v[None]),
+            put(np.exp(log_a)[None]),
+            put(beta[None]),
+            M,
+            after,
+            module=backend.module("gated_delta"),
         )
         assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "gated delta")
         assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "gated delta state")
 
         z0 = np.zeros(dk)
-        O_np, M_np, _ = la.la_update_read(
-            M0, z0, k, v, q, beta, log_a, after, False, 8
-        )
+        O_np, M_np, _ = la.la_update_read(M0, z0, k, v, q, beta, log_a, after, False, 8)
         M = put(M0[None].copy())
         o = linear_attention_chunk(
-            put(q[None]), put(k[None]), put(v[None]), put(log_a[None]),
-            put(beta[None]), M, after, module=backend.module("linear_attention"),
+            put(q[None]),
+            put(k[None]),
+            put(v[None]),
+            put(log_a[None]),
+            put(beta[None]),
+            M,
+            after,
+            module=backend.module("linear_attention"),
         )
         assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "linear attention")
         assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "linear attention M")
@@ -289,8 +306,12 @@ def test_kernels_match_ttrlearn_numpy_kernels(backend):
             want = kr.kr_read(k, v, lw, q, kernel, 1.5, order, 1e-3, pos, pos, True, 5)
             args = [put(x[None]) for x in (k, v, lw, q)]
             kw = dict(
-                kernel=kernel, bandwidth=1.5, kpos=put(pos[None]),
-                qpos=put(pos[None]), read_after=True, window=5,
+                kernel=kernel,
+                bandwidth=1.5,
+                kpos=put(pos[None]),
+                qpos=put(pos[None]),
+                read_after=True,
+                window=5,
             )
             if order == 0:
                 got = backend.get(

@@ -58,7 +58,10 @@ SANITIZER_FLAGS = {
     "thread": ["-fsanitize=thread"],
 }
 
-_ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)')
+_ENTRY = re.compile(
+    r'extern\s+"C"\s+__global__\s+void\s+'
+    r"(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(([^)]*)\)"
+)
 _CTYPES = {
     "float": (np.float32, ctypes.c_float),
     "double": (np.float64, ctypes.c_double),
@@ -264,7 +267,7 @@ class HostModule:
     def get_function(self, name):
         if name not in self._kernels:
             if name not in self.entries:
-                raise AttributeError(f"no extern \"C\" __global__ {name} in module")
+                raise AttributeError(f'no extern "C" __global__ {name} in module')
             funcs = []
             for lib in self._libs:
                 f = getattr(lib, f"ttr_launch__{name}")

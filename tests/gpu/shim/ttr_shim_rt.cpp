@@ -3,6 +3,8 @@
 #include "ttr_shim.h"
 
 #include <barrier>
+#include <condition_variable>
+#include <functional>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -96,6 +98,65 @@ uint3 unflatten(unsigned long long i, const unsigned* d) {
                static_cast<unsigned>(i / (static_cast<unsigned long long>(d[0]) * d[1]))};
 }
 
+// Threads are created once per library copy and reused by every launch
+// (creating 256 threads per launch dominated the run time under TSan).
+class Pool {
+ public:
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+    }
+    work_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // Runs job(0) ... job(n - 1), one per pool thread, and waits for all.
+  void run(unsigned n, const std::function<void(unsigned)>& job) {
+    std::lock_guard<std::mutex> one_launch_at_a_time(launch_mu_);
+    std::unique_lock<std::mutex> lk(mu_);
+    while (threads_.size() < n) {
+      const unsigned id = static_cast<unsigned>(threads_.size());
+      threads_.emplace_back([this, id, g = gen_] { loop(id, g); });
+    }
+    job_ = &job;
+    active_ = remaining_ = n;
+    ++gen_;
+    work_.notify_all();
+    done_.wait(lk, [this] { return remaining_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(unsigned id, unsigned long long seen) {
+    std::unique_lock<std::mutex> lk(mu_);
+    for (;;) {
+      work_.wait(lk, [&] { return stop_ || gen_ != seen; });
+      if (stop_) return;
+      seen = gen_;
+      if (id >= active_) continue;
+      const auto* job = job_;
+      lk.unlock();
+      (*job)(id);
+      lk.lock();
+      if (--remaining_ == 0) done_.notify_all();
+    }
+  }
+
+  std::mutex launch_mu_, mu_;
+  std::condition_variable work_, done_;
+  std::vector<std::thread> threads_;
+  const std::function<void(unsigned)>* job_ = nullptr;
+  unsigned long long gen_ = 0;
+  unsigned active_ = 0, remaining_ = 0;
+  bool stop_ = false;
+};
+
+Pool& pool() {
+  static Pool p;
+  return p;
+}
+
 }  // namespace
 
 void syncthreads(const char* file, int line) {
@@ -140,7 +201,7 @@ int launch(Launch* L, const char* name, void (*body)(void**), void** args) {
   ctx.end = std::make_unique<std::barrier<EndDone>>(ctx.n, EndDone{&ctx});
   ctx.poison();
   const dim3 bd{b[0], b[1], b[2]}, gd{g[0], g[1], g[2]};
-  auto worker = [&](unsigned tid) {
+  const std::function<void(unsigned)> worker = [&](unsigned tid) {
     tl_ctx = &ctx;
     tl_tid = tid;
     threadIdx = unflatten(tid, b);
@@ -161,16 +222,13 @@ int launch(Launch* L, const char* name, void (*body)(void**), void** args) {
     }
     tl_ctx = nullptr;
   };
-  std::vector<std::thread> pool;
-  pool.reserve(ctx.n);
   try {
-    for (unsigned t = 0; t < ctx.n; ++t) pool.emplace_back(worker, t);
+    pool().run(ctx.n, worker);
   } catch (const std::exception& e) {
     // threads already started wait for the missing ones: cannot recover
     std::fprintf(stderr, "ttr_shim: thread creation failed: %s\n", e.what());
     std::abort();
   }
-  for (auto& th : pool) th.join();
   if (!ctx.error.empty()) return bad(ctx.error);
   return 0;
 }
