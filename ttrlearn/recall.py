@@ -61,9 +61,9 @@ DEFAULT_RATIOS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 @dataclass(frozen=True)
 class RecallResult:
-    """Scores of one recall experiment.
+    """Scores of one recall experiment (the fields are also attributes).
 
-    Attributes
+    Parameters
     ----------
     accuracy : float
         Fraction of recalls decoded to the right token.

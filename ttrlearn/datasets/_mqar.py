@@ -128,7 +128,7 @@ def make_mqar(
 
     See Also
     --------
-    make_forgetting_mqar : keys re-assigned later in the context.
+    make_forgetting_mqar : Keys re-assigned later in the context.
 
     Notes
     -----
@@ -230,7 +230,7 @@ def make_forgetting_mqar(
 
     See Also
     --------
-    make_mqar : every key assigned once.
+    make_mqar : Every key assigned once.
 
     Notes
     -----
