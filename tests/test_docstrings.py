@@ -59,12 +59,6 @@ PUBLIC_MODULES = [
 #: fixes it (non-strict, so a fix simply turns it into XPASS). Remove entries
 #: as they are fixed.
 KNOWN_FAILURES = {
-    "ttrlearn.datasets._mqar.make_mqar": "SA03 (issue 6): See Also description "
-    "not capitalised",
-    "ttrlearn.datasets._mqar.make_forgetting_mqar": "SA03 (issue 6): See Also "
-    "description not capitalised",
-    "ttrlearn.recall.RecallResult": "PR01 (issue 6): dataclass fields are "
-    "constructor parameters; document them under Parameters",
     "ttrlearn.merge.MergeError": "SS06 (issue 8): summary spans two lines",
     "ttrlearn.io.FormatError": "SS06 (issue 8): summary spans two lines",
     "ttrlearn.io.register": "SS06 (issue 8): summary spans two lines",
