@@ -28,6 +28,7 @@ from numba.extending import get_cython_function_address
 from ttrlearn.kernels.numba._config import CACHE, FASTMATH_RLS, single_thread_blas
 from ttrlearn.kernels.numpy import rls as _np_rls
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
+from ttrlearn.kernels.numpy.rls import PIVOT_FLOOR
 
 __all__ = ["rls_read", "rls_solve", "rls_update", "rls_update_read"]
 
@@ -263,6 +264,9 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
         for i in range(C):
             S[i, i] += 1.0
         Ls, ok2 = _chol_lower(S)
+        for i in range(C):
+            if Ls[i, i] * Ls[i, i] < PIVOT_FLOOR * S[i, i]:
+                ok2 = False
         if not ok2:
             return H, G, c
         _solve_lower(Ls, E, False)  # Et

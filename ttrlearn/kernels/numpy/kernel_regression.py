@@ -63,7 +63,9 @@ def kr_read(
     m, d_v = Q.shape[0], V.shape[1]
     out = np.zeros((m, d_v), dtype=np.float64)
     if order == 1:
+        # per-query moment tensors: keep (block_q x block_k x d_k) small
         block_q = min(block_q, 64)
+        block_k = min(block_k, 256)
     for qs in range(0, m, block_q):
         qe = min(qs + block_q, m)
         Qb = Q[qs:qe]
@@ -130,8 +132,8 @@ def _read_block(
             D = Kb.astype(np.float64)[None, :, :] - Q64[:, None, :]  # (b, nb, d_k)
             pD = p[:, :, None] * D
             m1 = m1 * corr[:, None] + pD.sum(axis=1)
-            m2 = m2 * corr[:, None, None] + np.einsum("bni,bnj->bij", pD, D)
-            cv = cv * corr[:, None, None] + np.einsum("nv,bnj->bvj", Vb, pD)
+            m2 = m2 * corr[:, None, None] + np.matmul(pD.transpose(0, 2, 1), D)
+            cv = cv * corr[:, None, None] + np.matmul(Vb.T[None], pD)
         mx = new
     res = np.zeros((b, d_v))
     ok = s > 0

@@ -87,7 +87,9 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     and a leading block of ``S^{-1}`` is read off its Cholesky factor, so all
     rows of the chunk come from triangular solves and GEMMs. Where the ridge is
     fixed and a decay != 1 occurs in the chunk (no low-rank structure), or the
-    system is singular, rows are solved one at a time. Returns ``(O, H, G)``.
+    system is singular, or the chunk's rows outweigh its entry system so much
+    that the Woodbury form would lose digits (:data:`PIVOT_FLOOR`), rows are
+    solved one at a time. Returns ``(O, H, G)``.
     """
     n = X.shape[0]
     dt = H.dtype
@@ -97,32 +99,51 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     for s, e in chunk_bounds(log_a, chunk_size):
         la = log_a[s:e]
         Xc, Yc, Qc, wc = X[s:e], Y[s:e], Q[s:e], w[s:e]
-        Hf = H + ridge * eye
-        R = _factor(Hf) if (decayed or not np.any(la)) else None
-        if R is None:
-            O[s:e] = _rows_one_by_one(H, G, ridge, decayed, Xc, Yc, Qc, wc, la, after)
-        else:
-            M0 = cho_solve((R, True), G.T, check_finite=False).T
-            lg = np.cumsum(la) - la[0]  # decay of the first row folds into Hf
-            sq = np.sqrt(wc * np.exp(-lg)).astype(dt)
-            E = (Yc - Xc @ M0.T) * sq[:, None]
-            Wt = solve_triangular(
-                R, (Xc * sq[:, None]).T, lower=True, check_finite=False
-            )  # R^{-1} Xd^T
-            Zq = solve_triangular(R, Qc.T, lower=True, check_finite=False)
-            # the entry system decays by the chunk's first a before its write
-            root = dt.type(np.exp(-0.5 * la[0]))
-            Wt *= root
-            Zq *= root
-            S = Wt.T @ Wt
-            S[np.diag_indices_from(S)] += 1
-            Ls = np.linalg.cholesky(S)
-            Et = solve_triangular(Ls, E, lower=True, check_finite=False)
-            Rq = solve_triangular(Ls, Wt.T @ Zq, lower=True, check_finite=False)
-            Rq = np.triu(Rq) if after else np.triu(Rq, 1)
-            O[s:e] = Qc @ M0.T + Rq.T @ Et
+        Oc = None
+        if decayed or not np.any(la):
+            Oc = _woodbury_chunk(H + ridge * eye, G, Xc, Yc, Qc, wc, la, after)
+        if Oc is None:
+            Oc = _rows_one_by_one(H, G, ridge, decayed, Xc, Yc, Qc, wc, la, after)
+        O[s:e] = Oc
         H, G = rls_update(H, G, Xc, Yc, wc, la)
     return O, H, G
+
+
+#: A chunk whose Cholesky of ``S`` cancels more than this fraction of a
+#: diagonal entry (the chunk's rows outweigh the entry system by ~1e8, e.g. a
+#: tiny ridge or a tiny decay at the chunk start) would lose that many digits
+#: in the Woodbury form; it is solved row by row instead.
+PIVOT_FLOOR = 1e-8
+
+
+def _woodbury_chunk(Hf, G, Xc, Yc, Qc, wc, la, after):
+    """Causal outputs of one chunk by the Woodbury form, or None when the
+    entry system is singular or the chunk is too ill-conditioned for it."""
+    dt = Hf.dtype
+    R = _factor(Hf)
+    if R is None:
+        return None
+    M0 = cho_solve((R, True), G.T, check_finite=False).T
+    lg = np.cumsum(la) - la[0]  # decay of the first row folds into Hf
+    sq = np.sqrt(wc * np.exp(-lg)).astype(dt)
+    E = (Yc - Xc @ M0.T) * sq[:, None]
+    Wt = solve_triangular(
+        R, (Xc * sq[:, None]).T, lower=True, check_finite=False
+    )  # R^{-1} Xd^T
+    Zq = solve_triangular(R, Qc.T, lower=True, check_finite=False)
+    # the entry system decays by the chunk's first a before its write
+    root = dt.type(np.exp(-0.5 * la[0]))
+    Wt *= root
+    Zq *= root
+    S = Wt.T @ Wt
+    S[np.diag_indices_from(S)] += 1
+    Ls = _factor(S)
+    if Ls is None or np.any(np.diag(Ls) ** 2 < PIVOT_FLOOR * np.diag(S)):
+        return None
+    Et = solve_triangular(Ls, E, lower=True, check_finite=False)
+    Rq = solve_triangular(Ls, Wt.T @ Zq, lower=True, check_finite=False)
+    Rq = np.triu(Rq) if after else np.triu(Rq, 1)
+    return Qc @ M0.T + Rq.T @ Et
 
 
 def _rows_one_by_one(H, G, ridge, decayed, X, Y, Q, w, log_a, after):
