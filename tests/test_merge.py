@@ -78,7 +78,7 @@ MERGEABLE = [
         id="kr-window",
     ),
     pytest.param(
-        lambda **kw: GatedDeltaMemory(track_segment_map=True, chunk_size=4, **kw),
+        lambda **kw: GatedDeltaMemory(track_segment_map=True, chunk_size=8, **kw),
         id="gd-explicit",
     ),
     pytest.param(
