@@ -94,31 +94,3 @@ def backend(request):
     if request.param == "host":
         return HostBackend(request.getfixturevalue("shim_modules"))
     return CupyBackend()
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    """Undo tests/conftest.py's GPU skip on tests of this folder that need no GPU.
-
-    The root hook tests ``"gpu" in item.keywords``, which is true for every test
-    under tests/gpu (the folder name is a keyword), so it would skip the host
-    shim and nvcc tests too. Remove this hook once the root hook checks
-    ``item.get_closest_marker("gpu")`` instead.
-    """
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if item.get_closest_marker("gpu") is not None:
-            continue
-        if here not in Path(str(item.path)).resolve().parents:
-            continue
-        item.own_markers[:] = [
-            m
-            for m in item.own_markers
-            if not (
-                m.name == "skip"
-                and any(
-                    s in str(m.kwargs.get("reason", ""))
-                    for s in ("no GPU tests here", "no usable CUDA device")
-                )
-            )
-        ]
