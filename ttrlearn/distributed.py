@@ -175,8 +175,15 @@ def partial_fit(memory, X, y, client=None, **kwargs):
     ----------
     memory : BaseMemory
         A memory (fitted or not); not modified.
-    X, y, client, **kwargs
-        As in :func:`fit`.
+    X : dask.array.Array of shape (n_samples, n_features)
+        Keys of the stream's continuation, as in :func:`fit`.
+    y : dask.array.Array of shape (n_samples,) or (n_samples, n_outputs)
+        Values, as in :func:`fit`.
+    client : distributed.Client, default=None
+        Where to compute, as in :func:`fit`.
+    **kwargs : dict
+        ``sample_weight``, ``split_every`` and per-sample gates, as in
+        :func:`fit`.
 
     Returns
     -------

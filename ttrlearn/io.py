@@ -47,15 +47,18 @@ _EXTRA: dict = {}
 
 
 class FormatError(ValueError):
-    """A file is not a valid ttrlearn memory file (truncated, corrupted, of an
-    unsupported format version, naming an unknown class, or carrying data
-    that would need unpickling)."""
+    """A file is not a valid ttrlearn memory file.
+
+    Raised for truncated or corrupted files, unsupported format versions,
+    unknown classes, and data that would need unpickling.
+    """
 
 
 # ------------------------------------------------------------------ registry
 def register(cls):
-    """Allow :func:`load` to create ``cls`` (a :class:`~ttrlearn.BaseMemory`
-    subclass defined in your own code); usable as a class decorator.
+    """Allow :func:`load` to create ``cls``; usable as a class decorator.
+
+    For :class:`~ttrlearn.BaseMemory` subclasses defined in your own code.
 
     Parameters
     ----------
@@ -82,7 +85,7 @@ def registry():
     Returns
     -------
     classes : dict of str to type
-        ttrlearn's own memories (the Miras family too, where
+        The ttrlearn memories (the Miras family too, where
         ``ttrlearn.memories.miras`` exists) and any :func:`register`-ed class.
     """
     out = {}

@@ -24,8 +24,11 @@ _MERGERS: dict = {}
 
 
 class MergeError(ValueError):
-    """Two memories cannot be merged (different classes, parameters or widths,
-    or a state that does not carry what the merge needs)."""
+    """Two memories cannot be merged.
+
+    Raised for different classes, hyper-parameters or widths, or a state that
+    does not carry what the merge needs.
+    """
 
 
 def register_merger(cls):
