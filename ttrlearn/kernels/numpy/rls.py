@@ -60,6 +60,9 @@ def rls_solve(H, G, ridge):
 
 
 def _pinv_solve(A, G):
+    if not (np.isfinite(A).all() and np.isfinite(G).all()):
+        # overflowed state: NaN makes the estimator roll back (NonFiniteStateError)
+        return np.full(G.shape, np.nan, dtype=np.result_type(A, G))
     vals, vecs = np.linalg.eigh(A.astype(np.float64))
     tol = max(A.shape) * np.finfo(A.dtype).eps * max(abs(vals).max(), 1e-300)
     inv = np.where(vals > tol, 1.0 / np.where(vals > tol, vals, 1.0), 0.0)

@@ -1,0 +1,275 @@
+"""The Numba kernels agree with the NumPy kernels (and the oracles).
+
+Every function a ``ttrlearn.kernels.numba`` module exports is compared with
+its NumPy namesake on edge shapes: lengths that are not a multiple of the
+chunk, ``d = 1``, widths that are not powers of two, both dtypes, reads
+after and before each write, and decays down to ``1e-30`` (which force
+extra chunk splits). Both gated-delta algorithms (fused per token and
+chunked) are exercised whatever the dispatch threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ttrlearn import reference
+from ttrlearn._backends import get_kernels
+from ttrlearn.kernels.numba import gated_delta as nb_gd
+from ttrlearn.kernels.numba import kernel_regression as nb_kr
+from ttrlearn.kernels.numba import linear_attention as nb_la
+from ttrlearn.kernels.numba import rls as nb_rls
+from ttrlearn.kernels.numpy import gated_delta as np_gd
+from ttrlearn.kernels.numpy import kernel_regression as np_kr
+from ttrlearn.kernels.numpy import linear_attention as np_la
+from ttrlearn.kernels.numpy import rls as np_rls
+from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET, chunk_bounds
+
+# numba vs numpy: same algorithm, different summation order / BLAS calls
+TOL = {
+    np.float64: dict(rtol=1e-7, atol=1e-9),
+    np.float32: dict(rtol=2e-4, atol=2e-4),
+}
+DTYPES = st.sampled_from([np.float64, np.float32])
+
+
+def close(a, b, dt, scale=1.0, msg=""):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, msg
+    assert np.isfinite(a).all(), msg
+    tol = dict(TOL[dt])
+    tol["atol"] *= max(1.0, scale, float(np.abs(b).max(initial=0)))
+    np.testing.assert_allclose(a, b, err_msg=msg, **tol)
+
+
+@st.composite
+def problems(
+    draw, *, max_n=150, max_d=40, unit=False, positive=False, tiny=True, low=0.5
+):
+    n = draw(st.integers(1, max_n))
+    d_k = draw(st.sampled_from([1, 2, 3, 5, 17, 33, max_d]))
+    d_v = draw(st.sampled_from([1, 2, 7, 31, max_d]))
+    dt = draw(DTYPES)
+    seed = draw(st.integers(0, 2**31 - 1))
+    decay = draw(
+        st.sampled_from(["none", "mild", "tiny"] if tiny else ["none", "mild"])
+    )
+    weights = draw(st.sampled_from(["ones", "random", "zeros"]))
+    rng = np.random.default_rng(seed)
+    K = rng.normal(size=(n, d_k))
+    Q = rng.normal(size=(n, d_k))
+    if unit:
+        K /= np.linalg.norm(K, axis=1, keepdims=True)
+        Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    if positive:
+        K, Q = np.abs(K), np.abs(Q)
+    V = rng.normal(size=(n, d_v))
+    a = np.ones(n)
+    if decay == "mild":
+        a = rng.uniform(low, 1.0, n)
+    elif decay == "tiny":
+        a = np.where(rng.random(n) < 0.1, 1e-30, rng.uniform(0.9, 1.0, n))
+    w = np.ones(n)
+    if weights == "random":
+        w = rng.uniform(0, 2, n)
+    elif weights == "zeros":
+        w = np.where(rng.random(n) < 0.3, 0.0, 1.0)
+    return dict(
+        K=K.astype(dt),
+        V=V.astype(dt),
+        Q=Q.astype(dt),
+        w=w,
+        log_a=np.log(a),
+        dt=dt,
+        rng=rng,
+        chunk=draw(st.integers(1, 70)),
+        after=draw(st.booleans()),
+    )
+
+
+@given(
+    log_a=st.lists(
+        st.sampled_from([0.0, -1e-3, -0.7, -5.0, -29.9, -30.0, -69.0]),
+        min_size=1,
+        max_size=300,
+    ),
+    chunk=st.integers(1, 80),
+)
+def test_bounds_match_chunk_bounds(log_a, chunk):
+    la = np.array(log_a)
+    b = nb_gd._bounds(la, chunk, LOG_DECAY_BUDGET)
+    ref = chunk_bounds(la, chunk)
+    assert [(int(s), int(e)) for s, e in itertools.pairwise(b)] == ref
+
+
+@settings(max_examples=30)
+@given(p=problems(unit=True))
+def test_gated_delta_matches_numpy(p):
+    K, V, Q, dt = p["K"], p["V"], p["Q"], p["dt"]
+    b = p["w"] * 0.8
+    M = (p["rng"].normal(size=(V.shape[1], K.shape[1])) * 0.1).astype(dt)
+    M_in = M.copy()
+    args = (M, K, V, Q, b, p["log_a"], p["after"], p["chunk"])
+    O0, M0 = np_gd.gd_update_read(*args)
+    O1, M1 = nb_gd.gd_update_read(*args)
+    assert O1.dtype == dt and M1.dtype == dt
+    close(O1, O0, dt, msg="gd_update_read O")
+    close(M1, M0, dt, msg="gd_update_read M")
+    close(nb_gd.gd_update(M, K, V, b, p["log_a"], p["chunk"]), M0, dt)
+    # both algorithms, whatever the dispatch threshold picks
+    Of, Mf = nb_gd._fused(M, K, V, Q, b, p["log_a"], p["after"], True)
+    close(Of, O0, dt, msg="fused O")
+    close(Mf, M0, dt, msg="fused M")
+    bounds = nb_gd._bounds(p["log_a"], p["chunk"], LOG_DECAY_BUDGET)
+    Oc, Mc = nb_gd._chunked(M, K, V, Q, b, p["log_a"], p["after"], True, bounds)
+    close(Oc, O0, dt, msg="chunked O")
+    close(Mc, M0, dt, msg="chunked M")
+    np.testing.assert_array_equal(M, M_in)  # inputs are never mutated
+
+
+@settings(max_examples=15)
+@given(p=problems(max_n=60, max_d=9, unit=True))
+def test_gated_delta_matches_oracle(p):
+    if p["dt"] is not np.float64:
+        return
+    K, V, Q = p["K"], p["V"], p["Q"]
+    a = np.exp(p["log_a"])
+    read = "after" if p["after"] else "before"
+    M_ref, O_ref = reference.gated_delta(
+        K, V, Q, decay=a, learning_rate=0.8, sample_weight=p["w"],
+        normalize_keys=False, read=read,
+    )  # fmt: skip
+    M0 = np.zeros((V.shape[1], K.shape[1]))
+    O, M = nb_gd.gd_update_read(
+        M0, K, V, Q, 0.8 * p["w"], p["log_a"], p["after"], p["chunk"]
+    )
+    close(O, O_ref, np.float64)
+    close(M, M_ref, np.float64)
+
+
+@settings(max_examples=30)
+@given(p=problems(tiny=False, low=0.9), decayed=st.booleans(), q_is_x=st.booleans())
+def test_rls_matches_numpy(p, decayed, q_is_x):
+    """Decays in [0.9, 1]: a decay of 1e-30 leaves a Gram matrix of condition
+    ~1e30 until d new rows arrive (an ill-posed read in any float64
+    formulation), and within-chunk decay ratios near the chunk budget make
+    the chunk's Woodbury system that ill-conditioned too."""
+    K, V, dt = p["K"], p["V"], p["dt"]
+    Q = K if q_is_x else p["Q"]
+    d = K.shape[1]
+    alpha = 0.5
+    H = (alpha if decayed else 0.0) * np.eye(d, dtype=dt)
+    G = np.zeros((V.shape[1], d), dtype=dt)
+    ridge = 0.0 if decayed else alpha
+    args = (H, G, ridge, decayed, K, V, Q, p["w"], p["log_a"], p["after"], p["chunk"])
+    O0, H0, G0 = np_rls.rls_update_read(*args)
+    O1, H1, G1 = nb_rls.rls_update_read(*args)
+    assert O1.dtype == dt and H1.dtype == dt and G1.dtype == dt
+    # float32: numba works in float64, numpy in float32 (scale by conditioning)
+    scale = 1.0 if dt is np.float64 else 10.0
+    close(O1, O0, dt, scale, msg="rls_update_read O")
+    close(H1, H0, dt, msg="rls_update_read H")
+    close(G1, G0, dt, msg="rls_update_read G")
+    H2, G2 = nb_rls.rls_update(H, G, K, V, p["w"], p["log_a"])
+    close(H2, H0, dt)
+    close(G2, G0, dt)
+    assert np.array_equal(H2, H2.T)
+
+
+@settings(max_examples=10)
+@given(p=problems(max_n=2000, max_d=40, tiny=False))
+def test_rls_update_large_blocks(p):
+    """Inputs above the small-input cut-off take the blocked syrk path."""
+    K, V, dt = p["K"], p["V"], p["dt"]
+    d = K.shape[1]
+    H = np.eye(d, dtype=dt)
+    G = np.zeros((V.shape[1], d), dtype=dt)
+    H0, G0 = np_rls.rls_update(H, G, K, V, p["w"], p["log_a"])
+    H1, G1 = nb_rls.rls_update(H, G, K, V, p["w"], p["log_a"])
+    close(H1, H0, dt)
+    close(G1, G0, dt)
+
+
+def test_rls_update_read_matches_oracle():
+    rng = np.random.default_rng(3)
+    n, d, d_v = 203, 7, 3
+    K, V = rng.normal(size=(n, d)), rng.normal(size=(n, d_v))
+    a = rng.uniform(0.8, 1.0, n)
+    H = 0.3 * np.eye(d)
+    G = np.zeros((d_v, d))
+    O, _, _ = nb_rls.rls_update_read(
+        H, G, 0.0, True, K, V, K, np.ones(n), np.log(a), True, 32
+    )
+    for t in (0, 31, 32, 100, n - 1):
+        coef = reference.ridge(K[: t + 1], V[: t + 1], alpha=0.3, decay=a[: t + 1])
+        close(O[t], coef @ K[t], np.float64)
+
+
+@settings(max_examples=30)
+@given(p=problems(positive=True), normalize=st.booleans())
+def test_linear_attention_matches_numpy(p, normalize):
+    K, V, Q, dt = p["K"], p["V"], p["Q"], p["dt"]
+    M = p["rng"].normal(size=(V.shape[1], K.shape[1])).astype(dt)
+    z = np.abs(p["rng"].normal(size=K.shape[1])).astype(dt)
+    args = (M, z, K, V, Q, p["w"], p["log_a"], p["after"], normalize, p["chunk"])
+    r0 = np_la.la_update_read(*args)
+    r1 = nb_la.la_update_read(*args)
+    for a, b, name in zip(r1, r0, "OMz"):
+        assert a.dtype == dt
+        close(a, b, dt, msg=name)
+    u0 = np_la.la_update(M, z, K, V, p["w"], p["log_a"])
+    # force the compiled path whatever the size (small inputs go to numpy)
+    u1 = nb_la._update(M, z, K, V, p["w"], p["log_a"], 16)
+    u2 = nb_la.la_update(M, z, K, V, p["w"], p["log_a"])
+    for a, b in zip(u1 + u2, u0 + u0):
+        assert a.dtype == dt
+        close(a, b, dt)
+
+
+@settings(max_examples=25)
+@given(
+    p=problems(max_n=3000, max_d=17),
+    kernel=st.sampled_from(["softmax", "gaussian", "laplacian"]),
+    n_q=st.integers(1, 600),
+)
+def test_kernel_regression_matches_numpy(p, kernel, n_q):
+    K, V, dt = p["K"], p["V"], p["dt"]
+    Q = p["rng"].normal(size=(n_q, K.shape[1])).astype(dt)
+    with np.errstate(divide="ignore"):
+        lw = np.log(p["w"]) + np.cumsum(p["log_a"])[::-1] * 0.01
+    h = 1.7
+    o0 = np_kr.kr_read(K, V, lw, Q, kernel, h, 0, 0.0)
+    o1 = nb_kr.kr_read(K, V, lw, Q, kernel, h, 0, 0.0)
+    assert o1.dtype == np.float64
+    close(o1, o0, dt)
+
+
+def test_kernel_regression_no_weight_recalls_zero():
+    rng = np.random.default_rng(0)
+    K, V, Q = (
+        rng.normal(size=(50, 3)),
+        rng.normal(size=(50, 2)),
+        rng.normal(size=(9, 3)),
+    )
+    out = nb_kr.kr_read(K, V, np.full(50, -np.inf), Q, "softmax", 1.0, 0, 0.0)
+    assert np.array_equal(out, np.zeros((9, 2)))
+
+
+@pytest.mark.parametrize(
+    "family,module",
+    [
+        ("linear_attention", nb_la),
+        ("rls", nb_rls),
+        ("gated_delta", nb_gd),
+        ("kernel_regression", nb_kr),
+    ],
+)
+def test_numba_backend_uses_numba_kernels(family, module):
+    ns = get_kernels("numba", family)
+    for name in module.__all__:
+        assert getattr(ns, name) is getattr(module, name)
