@@ -59,11 +59,6 @@ PUBLIC_MODULES = [
 #: fixes it (non-strict, so a fix simply turns it into XPASS). Remove entries
 #: as they are fixed.
 KNOWN_FAILURES = {
-    "ttrlearn.merge.MergeError": "SS06 (issue 8): summary spans two lines",
-    "ttrlearn.io.FormatError": "SS06 (issue 8): summary spans two lines",
-    "ttrlearn.io.register": "SS06 (issue 8): summary spans two lines",
-    "ttrlearn.io.registry": "RT04 (issue 8): Returns description not capitalised",
-    "ttrlearn.distributed.partial_fit": "PR04 (issue 8): X, y, client have no type",
     "ttrlearn.gpu._loader.get_module": "PR01, RT01 (issue 4): parameters and "
     "Returns not documented",
     "ttrlearn.gpu._loader.gpu_available": "RT01 (issue 4): no Returns section",

@@ -320,18 +320,7 @@ def test_fuzz_every_call_is_finite_or_a_clean_error(name, backend, data):
         _assert_finite_state(mem)
 
 
-# Silent non-finite recalls found by the fuzzer: BaseMemory.predict (and the
-# read kernels) return NaN/inf when a recall overflows, where
-# partial_fit_predict raises NonFiniteStateError. Strict: remove the mark when
-# fixed (suggested: predict raises a FloatingPointError on non-finite output).
-_PREDICT_OVERFLOW = pytest.mark.xfail(
-    strict=True,
-    reason="predict returns non-finite recalls on overflow instead of raising "
-    "(ttrlearn/_base.py and the read kernels; reported in the issue-8 report)",
-)
-
-
-@_PREDICT_OVERFLOW
+# Non-finite recalls found by the fuzzer: predict must raise, never return NaN.
 @pytest.mark.parametrize(
     ("make", "K", "V", "Q"),
     [

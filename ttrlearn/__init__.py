@@ -11,6 +11,7 @@ from __future__ import annotations
 from ttrlearn._backends import available_backends
 from ttrlearn._base import BaseMemory
 from ttrlearn.exceptions import DivergenceWarning, NonFiniteStateError
+from ttrlearn.io import FormatError
 from ttrlearn.memories import (
     GatedDeltaMemory,
     KernelRegressionMemory,
@@ -21,16 +22,19 @@ from ttrlearn.memories import (
     RLSMemory,
     Yaad,
 )
+from ttrlearn.merge import MergeError, merge_memories
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BaseMemory",
     "DivergenceWarning",
+    "FormatError",
     "GatedDeltaMemory",
     "KernelRegressionMemory",
     "LinearAttentionMemory",
     "Memora",
+    "MergeError",
     "Moneta",
     "NonFiniteStateError",
     "OnlineMemory",
@@ -38,4 +42,5 @@ __all__ = [
     "Yaad",
     "__version__",
     "available_backends",
+    "merge_memories",
 ]

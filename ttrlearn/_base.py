@@ -213,7 +213,15 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         Q = check_queries(self, X)
-        return self._shape_out(self._read(Q))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            O = self._read(Q)
+        if not np.isfinite(O).all():
+            raise FloatingPointError(
+                f"{type(self).__name__}.predict: the recall overflowed (non-finite "
+                "output) for these queries; scale the queries or the stored pairs "
+                "down. The memory is unchanged."
+            )
+        return self._shape_out(O)
 
     def partial_fit_predict(
         self, X, y, queries=None, *, read="after", sample_weight=None, **gates

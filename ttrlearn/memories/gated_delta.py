@@ -9,19 +9,10 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
+from ttrlearn._utils import unit_rows
 from ttrlearn.exceptions import DivergenceWarning
 
 __all__ = ["GatedDeltaMemory"]
-
-
-def _unit_rows(X):
-    """Rows scaled to unit length (zero rows stay zero), exact for any
-    magnitude: rows are first divided by their largest entry, so the squared
-    norm neither overflows (|x| ~ 1e300) nor underflows (|x| ~ 1e-300)."""
-    big = np.abs(X).max(axis=1, initial=0)[:, None]
-    Y = X / np.where(big > 0, big, 1)
-    nrm = np.sqrt(np.einsum("ij,ij->i", Y, Y))
-    return Y / np.where(nrm > 0, nrm, 1)[:, None]
 
 
 class GatedDeltaMemory(BaseMemory):
@@ -180,7 +171,7 @@ class GatedDeltaMemory(BaseMemory):
         return {"transition_": A}
 
     def _keys(self, X):
-        return _unit_rows(X) if self.normalize_keys else X
+        return unit_rows(X) if self.normalize_keys else X
 
     def _steps(self, K, w, gates):
         b = gates["learning_rate"] * w

@@ -9,14 +9,10 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._base import DECAY_DOMAIN, BaseMemory
+from ttrlearn._utils import unit_rows
 from ttrlearn.kernels.numpy.kernel_regression import KERNELS
 
 __all__ = ["KernelRegressionMemory"]
-
-
-def _unit_rows(X):
-    nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
-    return X / np.where(nrm > 0, nrm, 1)[:, None]
 
 
 class KernelRegressionMemory(BaseMemory):
@@ -173,10 +169,10 @@ class KernelRegressionMemory(BaseMemory):
     def _init_state(self, n_features, n_outputs):
         dt = self._dtype_
         cap = 16
-        self._kbuf_ = np.empty((cap, n_features), dtype=dt)
-        self._vbuf_ = np.empty((cap, n_outputs), dtype=dt)
-        self._wbuf_ = np.empty(cap)  # log w_i - L_i (L: cumulative log decay)
-        self._pbuf_ = np.empty(cap, dtype=np.int64)
+        self._kbuf_ = np.zeros((cap, n_features), dtype=dt)
+        self._vbuf_ = np.zeros((cap, n_outputs), dtype=dt)
+        self._wbuf_ = np.zeros(cap)  # log w_i - L_i (L: cumulative log decay)
+        self._pbuf_ = np.zeros(cap, dtype=np.int64)
         self._lo_ = 0
         self._hi_ = 0
         self._log_decay_ = 0.0
@@ -187,7 +183,7 @@ class KernelRegressionMemory(BaseMemory):
             self.bandwidth_ = float(self.bandwidth)
 
     def _prep(self, X):
-        return _unit_rows(X) if self.normalize_qk else X
+        return unit_rows(X) if self.normalize_qk else X
 
     def _append(self, X, Y, w, log_a):
         """Append rows into fresh or spare buffer space (never overwriting a
@@ -202,7 +198,7 @@ class KernelRegressionMemory(BaseMemory):
             live = hi - lo
             cap = max(16, 2 * (live + n))
             new = [
-                np.empty((cap, *b.shape[1:]), dtype=b.dtype) for b in (kb, vb, wb, pb)
+                np.zeros((cap, *b.shape[1:]), dtype=b.dtype) for b in (kb, vb, wb, pb)
             ]
             for nb, b in zip(new, (kb, vb, wb, pb)):
                 nb[:live] = b[lo:hi]

@@ -170,14 +170,18 @@ class LinearAttentionMemory(BaseMemory):
         d_phi = probe.shape[1]
         self.memory_ = np.zeros((n_outputs, d_phi), dtype=self._dtype_)
         self.normalizer_ = np.zeros(d_phi, dtype=self._dtype_)
+        self._log_decay_ = 0.0  # log of the product of every decay so far (merges)
 
     def _update(self, X, Y, w, gates):
+        log_a = np.log(gates["decay"])
         M, z = self._k.la_update(
-            self.memory_, self.normalizer_, self._phi(X), Y, w, np.log(gates["decay"])
+            self.memory_, self.normalizer_, self._phi(X), Y, w, log_a
         )
         self._commit(memory_=M, normalizer_=z)
+        self._log_decay_ = self._log_decay_ + float(log_a.sum())
 
     def _update_read(self, X, Y, Q, w, gates, after):
+        log_a = np.log(gates["decay"])
         O, M, z = self._k.la_update_read(
             self.memory_,
             self.normalizer_,
@@ -185,12 +189,13 @@ class LinearAttentionMemory(BaseMemory):
             Y,
             self._phi(Q),
             w,
-            np.log(gates["decay"]),
+            log_a,
             after,
             bool(self.normalize),
             self.chunk_size,
         )
         self._commit(memory_=M, normalizer_=z)
+        self._log_decay_ = self._log_decay_ + float(log_a.sum())
         return O
 
     def _read(self, Q):

@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
+from ttrlearn._utils import unit_rows
 
 __all__ = ["Memora", "Moneta", "OnlineMemory", "Yaad"]
 
@@ -83,11 +84,6 @@ _DECAY_UNUSED = {
     None: "retention=None",
     "l2_local_global": "retention='l2_local_global'",
 }
-
-
-def _unit_rows(X):
-    nrm = np.sqrt(np.einsum("ij,ij->i", X, X))
-    return X / np.where(nrm > 0, nrm, 1)[:, None]
 
 
 class OnlineMemory(BaseMemory):
@@ -439,7 +435,7 @@ class OnlineMemory(BaseMemory):
         }
 
     def _keys(self, X):
-        return _unit_rows(X) if self._settings()["normalize_keys"] else X
+        return unit_rows(X) if self._settings()["normalize_keys"] else X
 
     def _run(self, X, Y, Q, w, gates, after):
         cfg = self._config(self.n_features_in_, self.n_outputs_)
