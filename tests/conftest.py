@@ -32,6 +32,16 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The suite runs as 2 xdist workers on 2 cores: one BLAS thread per worker.
+# Multi-threaded OpenBLAS on the tiny per-chunk products of these tests was up
+# to 10x slower when the other core is busy.
+try:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+    pass
+
 #: Tolerances of every memory against its float64 oracle, per state dtype.
 #: float64 kernels differ from the oracles only by summation order and the
 #: conditioning of the solves; float32 states carry ~1e-7 relative rounding
