@@ -64,13 +64,17 @@ def machine():
     )
 
 
-def gemm_peak(dtype, n=1536, repeat=5):
-    """Measured GEMM rate (flop/s) of numpy's BLAS on all its threads."""
+def gemm_peak(dtype, n=1536, repeat=7, threads=None):
+    """Measured GEMM rate (flop/s) of numpy's BLAS (best of ``repeat``), on
+    all its threads or on ``threads``."""
+    from threadpoolctl import threadpool_limits
+
     rng = np.random.default_rng(0)
     A = rng.normal(size=(n, n)).astype(dtype)
     B = rng.normal(size=(n, n)).astype(dtype)
-    A @ B
-    best = min(_once(lambda: A @ B) for _ in range(repeat))
+    with threadpool_limits(threads):
+        A @ B
+        best = min(_once(lambda: A @ B) for _ in range(repeat))
     return 2.0 * n**3 / best
 
 

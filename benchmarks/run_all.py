@@ -68,9 +68,15 @@ def run(only=SUITES, quick=False, repeat=None, log=print):
         log(f"# WARNING: {', '.join(info['env'])} set; rerun with env -u ... ")
     peaks = {dt: gemm_peak(np.dtype(dt)) for dt in ("float32", "float64")}
     info["peaks"] = peaks
+    info["peaks1"] = {
+        dt: gemm_peak(np.dtype(dt), threads=1) for dt in ("float32", "float64")
+    }
+    info["workers"] = os.environ.get("TTRLEARN_NUM_THREADS", "1 (default)")
     log(
         "# GEMM peak (numpy, all threads): "
         + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+        + "; one thread: "
+        + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in info["peaks1"].items())
     )
     rows = []
     t0 = time.perf_counter()
@@ -117,6 +123,10 @@ def run(only=SUITES, quick=False, repeat=None, log=print):
         for k, (t64, t32) in info["compile"].items():
             log(f"# first-call compile {k}: float64 {t64:.1f} s, float32 {t32:.1f} s")
     info["elapsed"] = time.perf_counter() - t0
+    try:
+        info["load_end"] = os.getloadavg()[0]
+    except OSError:
+        info["load_end"] = float("nan")
     return rows, info
 
 
@@ -147,7 +157,18 @@ def markdown(rows, info, command):
     lines += [
         "",
         "Measured GEMM peak (numpy, 1536^3, all threads): "
-        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in info["peaks"].items()),
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in info["peaks"].items())
+        + "; on one thread: "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in info["peaks1"].items())
+        + ". (All threads barely beating one thread means the other core was "
+        "busy with other work during the run.)",
+        "",
+        f"ttrlearn worker threads (`TTRLEARN_NUM_THREADS`): {info['workers']}; "
+        "BLAS inside the chunked kernels runs on one thread.",
+        "",
+        "Load during the run: 1-min load average "
+        f"{info['load1']:.2f} at the start, {info.get('load_end', float('nan')):.2f} "
+        "at the end.",
         "",
         "Ratios are ttrlearn throughput over the peer's, each from its best of "
         "several alternating rounds (the median ratio is shown too). `% GEMM "

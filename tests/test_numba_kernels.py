@@ -126,9 +126,22 @@ def test_gated_delta_matches_numpy(p):
     close(Of, O0, dt, msg="fused O")
     close(Mf, M0, dt, msg="fused M")
     bounds = nb_gd._bounds(p["log_a"], p["chunk"], LOG_DECAY_BUDGET)
-    Oc, Mc = nb_gd._chunked(M, K, V, Q, b, p["log_a"], p["after"], True, bounds)
+    Oc = np.full_like(O0, np.nan)
+    args = (K, V, Q, b, p["log_a"], p["after"], True, bounds)
+    Mc = nb_gd._chunked(M, *args, 0, Oc)
     close(Oc, O0, dt, msg="chunked O")
     close(Mc, M0, dt, msg="chunked M")
+    # value columns in two independent blocks (how long inputs use two cores)
+    h = V.shape[1] // 2
+    Op = np.full_like(O0, np.nan)
+    Mp = np.concatenate(
+        [
+            nb_gd._chunked(np.ascontiguousarray(M[:h]), *args, 0, Op),
+            nb_gd._chunked(np.ascontiguousarray(M[h:]), *args, h, Op),
+        ]
+    )
+    close(Op, O0, dt, msg="column blocks O")
+    close(Mp, M0, dt, msg="column blocks M")
     np.testing.assert_array_equal(M, M_in)  # inputs are never mutated
 
 

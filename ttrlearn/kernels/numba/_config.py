@@ -21,7 +21,9 @@ __all__ = [
     "GD_FUSED_MAX_STATE",
     "LA_BLOCK_ROWS",
     "SMALL_BLAS_FLOPS",
+    "WORKERS",
     "single_thread_blas",
+    "thread_pool",
 ]
 
 #: ``cache=True`` on every kernel (compiled code stored next to the module).
@@ -79,3 +81,36 @@ class single_thread_blas:
             self._lim.restore_original_limits()
             self._lim = None
         return False
+
+
+def _n_workers():
+    """``TTRLEARN_NUM_THREADS`` (default 1), capped by the usable cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        want = int(os.environ.get("TTRLEARN_NUM_THREADS", "1"))
+    except ValueError:
+        want = 1
+    return max(1, min(want, cores, 8))
+
+
+#: Worker threads for kernels that split work into independent parts (RLS
+#: causal outputs by segments, gated delta by value columns, kernel regression
+#: by query blocks; the compiled parts release the GIL). Default 1: on a
+#: machine whose other cores are busy, a split that waits for its slowest
+#: part measured 1.6-1.7x *slower* than one thread (2-core VM, other core
+#: loaded). Set ``TTRLEARN_NUM_THREADS`` on a dedicated machine.
+WORKERS = _n_workers()
+_POOL = None
+
+
+def thread_pool():
+    """The shared worker pool (created on first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="ttrlearn")
+    return _POOL

@@ -25,7 +25,9 @@ from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_GD,
     GD_FUSED_MAX_STATE,
+    WORKERS,
     single_thread_blas,
+    thread_pool,
 )
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
@@ -111,14 +113,16 @@ def _fused(M, K, V, Q, b, log_a, after, has_q):
     return O, M
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_GD)
-def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds):
-    """Chunked WY/UT form; ``S = M^T`` (d_k, d_v) is the running state."""
-    n, d_k = K.shape
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
+def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds, v0, O):
+    """Chunked WY/UT form for the value columns ``[v0, v0 + d_v)``: ``M`` is
+    that row block (d_v, d_k) of the memory, ``S = M^T`` the running state;
+    outputs go to the same columns of ``O``. Value columns evolve
+    independently, so blocks of them can run concurrently."""
+    d_k = K.shape[1]
     d_v = M.shape[0]
     dt = M.dtype.type
     S = np.ascontiguousarray(M.T)
-    O = np.zeros((n if has_q else 0, d_v), dtype=M.dtype)
     C_max = 1
     for c in range(bounds.shape[0] - 1):
         C_max = max(C_max, bounds[c + 1] - bounds[c])
@@ -152,7 +156,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds):
             bg = dt(bi * np.exp(lg[i]))
             bd = dt(bi)
             for j in range(d_v):
-                U[i, j] = bd * V[s + i, j]
+                U[i, j] = bd * V[s + i, v0 + j]
             for j in range(d_k):
                 W[i, j] = bg * Kc[i, j]
         # forward substitution with A = strict_lower(diag(b) K K^T * Gam)
@@ -203,7 +207,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds):
             for i in range(C):
                 g = dt(gq[i])
                 for j in range(d_v):
-                    O[s + i, j] = g * R[C + i, j] + Oc[i, j]
+                    O[s + i, v0 + j] = g * R[C + i, j] + Oc[i, j]
         # state update S' = g_C S + (diag(g_C / g) K)^T U~
         Kt = np.empty((C, d_k), dtype=M.dtype)
         for i in range(C):
@@ -212,7 +216,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds):
                 Kt[i, j] = t * Kc[i, j]
         gC = dt(np.exp(lg[C - 1]))
         S = gC * S + np.dot(Kt.T, Ut)
-    return O, np.ascontiguousarray(S.T)
+    return np.ascontiguousarray(S.T)
 
 
 def _run(M, K, V, Q, b, log_a, after, chunk_size):
@@ -220,9 +224,25 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
     Qa = Q if has_q else K[:0]
     if M.shape[0] * M.shape[1] <= GD_FUSED_MAX_STATE:
         return _fused(M, K, V, Qa, b, log_a, bool(after), has_q)
+    n, d_v = K.shape[0], M.shape[0]
     bounds = _bounds(log_a, int(chunk_size), LOG_DECAY_BUDGET)
-    with single_thread_blas(K.shape[0] > 256):
-        return _chunked(M, K, V, Qa, b, log_a, bool(after), has_q, bounds)
+    O = np.empty((n if has_q else 0, d_v), dtype=M.dtype)
+    # value columns are independent: one block per core for long inputs
+    parts = WORKERS if (n >= 4096 and d_v >= 16 * WORKERS) else 1
+    cuts = [d_v * k // parts for k in range(parts + 1)]
+
+    def block(k):
+        a, e = cuts[k], cuts[k + 1]
+        return _chunked(
+            np.ascontiguousarray(M[a:e]), K, V, Qa, b, log_a, bool(after), has_q,
+            bounds, a, O,
+        )  # fmt: skip
+
+    with single_thread_blas(n > 256):
+        if parts == 1:
+            return O, block(0)
+        futures = [thread_pool().submit(block, k) for k in range(parts)]
+        return O, np.concatenate([f.result() for f in futures], axis=0)
 
 
 def gd_read(M, Q):

@@ -12,7 +12,7 @@ storage dtype:
   normaliser together;
 * the Gaussian kernel is the softmax of ``q.k / h^2 - |k|^2 / (2 h^2)`` (the
   ``|q|^2`` term is constant along a row and cancels), so both share it;
-* query blocks are spread over the cores, each worker on one BLAS thread,
+* with ``TTRLEARN_NUM_THREADS`` > 1, query blocks are spread over worker
   so the elementwise passes run in parallel too;
 * running maxima, normalisers and numerators are kept in float64 across
   key blocks; extra memory is a few (query block x key block) buffers per
@@ -24,12 +24,9 @@ the NumPy kernel.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from ttrlearn.kernels.numba._config import single_thread_blas
+from ttrlearn.kernels.numba._config import WORKERS, single_thread_blas, thread_pool
 from ttrlearn.kernels.numpy import kernel_regression as _np_kr
 
 __all__ = ["kr_read"]
@@ -39,23 +36,6 @@ kr_log_kernel = _np_kr.kr_log_kernel
 
 _BLOCK_Q = 256
 _BLOCK_K = 1024
-_POOL = None
-_WORKERS = max(
-    1,
-    min(
-        8,
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else (os.cpu_count() or 1),
-    ),
-)
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(_WORKERS, thread_name_prefix="ttrlearn-kr")
-    return _POOL
 
 
 def _rows(Qs, K, V1, bias, bk, out):
@@ -120,15 +100,15 @@ def _fast_nw(K, V, lw, Q, kernel, h):
     blocks = [(s, min(s + _BLOCK_Q, m)) for s in range(0, m, _BLOCK_Q)]
     work = K.shape[0] * m * (K.shape[1] + d_v)
     with single_thread_blas(True):
-        if _WORKERS > 1 and len(blocks) > 1 and work > 4_000_000:
-            step = -(-len(blocks) // _WORKERS)
+        if WORKERS > 1 and len(blocks) > 1 and work > 4_000_000:
+            step = -(-len(blocks) // WORKERS)
             parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
 
             def job(part):
                 for s, e in part:
                     _rows(Qs[s:e], K, V1, bias, _BLOCK_K, out[s:e])
 
-            for f in [_pool().submit(job, p) for p in parts]:
+            for f in [thread_pool().submit(job, p) for p in parts]:
                 f.result()
         else:
             for s, e in blocks:

@@ -26,7 +26,6 @@ from ttrlearn.kernels.numba._config import (
     single_thread_blas,
 )
 from ttrlearn.kernels.numba.gated_delta import _bounds
-from ttrlearn.kernels.numpy import linear_attention as _np_la
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
 __all__ = ["la_update", "la_update_read"]
@@ -85,8 +84,6 @@ def la_update(M, z, Phi, V, w, log_a):
     ``Phi`` (n, d_phi), ``V`` (n, d_v), ``w`` (n,) float64 write weights,
     ``log_a`` (n,) float64 log-decays. Returns new ``(M, z)``.
     """
-    if Phi.shape[0] * Phi.shape[1] < 4096:
-        return _np_la.la_update(M, z, Phi, V, w, log_a)
     return _update(M, z, Phi, V, w, log_a, LA_BLOCK_ROWS)
 
 

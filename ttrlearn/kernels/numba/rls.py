@@ -25,7 +25,14 @@ import numpy as np
 from numba import njit, types
 from numba.extending import get_cython_function_address
 
-from ttrlearn.kernels.numba._config import CACHE, FASTMATH_RLS, single_thread_blas
+from ttrlearn.kernels.numba._config import (
+    CACHE,
+    FASTMATH_RLS,
+    WORKERS,
+    single_thread_blas,
+    thread_pool,
+)
+from ttrlearn.kernels.numba.gated_delta import _bounds
 from ttrlearn.kernels.numpy import rls as _np_rls
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 from ttrlearn.kernels.numpy.rls import PIVOT_FLOOR
@@ -33,7 +40,6 @@ from ttrlearn.kernels.numpy.rls import PIVOT_FLOOR
 __all__ = ["rls_read", "rls_solve", "rls_update", "rls_update_read"]
 
 rls_read = _np_rls.rls_read
-rls_solve = _np_rls.rls_solve
 
 
 def _external(module, name, nargs):
@@ -52,6 +58,8 @@ _dsyrk = _external("scipy.linalg.cython_blas", "dsyrk", 10)
 _dpotrf = _external("scipy.linalg.cython_lapack", "dpotrf", 5)
 
 _ROWS_PER_BLOCK = 2048
+#: factors below this order are applied by substitution in Numba, not dtrsm
+SUBST_MAX = 128
 
 
 # ---------------------------------------------------------------- BLAS layer
@@ -59,7 +67,7 @@ _ROWS_PER_BLOCK = 2048
 # (n, m) matrix of its transpose, which is how the calls below are set up.
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, nogil=True)
 def _chol_lower(A):
     """Lower Cholesky factor of symmetric ``A`` (copied); ok=False when not
     positive definite or not finite."""
@@ -78,10 +86,46 @@ def _chol_lower(A):
     return L, ok
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
+def _subst(L, B, trans):
+    """Row-oriented substitution, vectorised along the rows of ``B``
+    (OpenBLAS's ``dtrsm`` runs at a fraction of GEMM speed below ~128)."""
+    m, n = B.shape
+    if not trans:
+        for i in range(m):
+            for k in range(i):
+                lik = L[i, k]
+                if lik != 0.0:
+                    for j in range(n):
+                        B[i, j] -= lik * B[k, j]
+            inv = 1.0 / L[i, i]
+            for j in range(n):
+                B[i, j] *= inv
+    else:
+        for i in range(m - 1, -1, -1):
+            for k in range(i + 1, m):
+                lki = L[k, i]
+                if lki != 0.0:
+                    for j in range(n):
+                        B[i, j] -= lki * B[k, j]
+            inv = 1.0 / L[i, i]
+            for j in range(n):
+                B[i, j] *= inv
+
+
+@njit(cache=CACHE, nogil=True)
 def _solve_lower(L, B, trans):
     """In place: ``B <- L^{-1} B`` (``trans``: ``L^{-T} B``); L lower (m, m),
     B (m, n), both C-ordered."""
+    if L.shape[0] < SUBST_MAX:
+        _subst(L, B, trans)
+        return
+    _trsm(L, B, trans)
+
+
+@njit(cache=CACHE, nogil=True)
+def _trsm(L, B, trans):
+    """``_solve_lower`` by BLAS ``dtrsm``."""
     m, n = B.shape
     if m == 0 or n == 0:
         return
@@ -107,7 +151,7 @@ def _solve_lower(L, B, trans):
     )
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, nogil=True)
 def _syrk_acc(C, A, beta):
     """``C <- beta C + A^T A`` for C-ordered ``A`` (k, n); full symmetric C."""
     k, n = A.shape
@@ -144,7 +188,7 @@ def _syrk_acc(C, A, beta):
 # ------------------------------------------------------------------ update
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_RLS)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
 def _update(H, G, X, Y, w, log_a, block):
     n, d = X.shape
     d_v = Y.shape[1]
@@ -194,10 +238,8 @@ def rls_update(H, G, X, Y, w, log_a):
     dt = H.dtype
     if X.shape[0] == 0:
         return H.copy(), G.copy()
-    if X.shape[0] * X.shape[1] < 4096:  # tiny: numpy's few small products win
-        return _np_rls.rls_update(H, G, X, Y, w, log_a)
     f8 = np.float64
-    with single_thread_blas(X.shape[0] * X.shape[1] ** 2 < 2_000_000):
+    with single_thread_blas(10_000 < X.shape[0] * X.shape[1] ** 2 < 2_000_000):
         Hn, Gn = _update(
             H.astype(f8, copy=False),
             G.astype(f8, copy=False),
@@ -210,10 +252,39 @@ def rls_update(H, G, X, Y, w, log_a):
     return Hn.astype(dt, copy=False), Gn.astype(dt, copy=False)
 
 
+# ------------------------------------------------------------------- solve
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
+def _solve(H, G, ridge):
+    """``G (H + ridge I)^{-1}`` by Cholesky; ok=False when not SPD."""
+    A = H.copy()
+    for i in range(A.shape[0]):
+        A[i, i] += ridge
+    R, ok = _chol_lower(A)
+    X = np.ascontiguousarray(G.T)
+    if not ok:
+        return X, False
+    _solve_lower(R, X, False)
+    _solve_lower(R, X, True)
+    return np.ascontiguousarray(X.T), True
+
+
+def rls_solve(H, G, ridge):
+    """``coef = G (H + ridge I)^{-1}`` by Cholesky (LAPACK through Numba, no
+    wrapper overhead: this runs after every ``partial_fit``); the minimum-norm
+    solution where the matrix is singular, as the NumPy kernel."""
+    f8 = np.float64
+    coef, ok = _solve(H.astype(f8, copy=False), G.astype(f8, copy=False), float(ridge))
+    if not ok or not np.isfinite(coef).all():
+        return _np_rls.rls_solve(H, G, ridge)
+    return coef.astype(np.result_type(H, G), copy=False)
+
+
 # ------------------------------------------------------------ update_read
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_RLS)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
 def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
     """Chunks ``bounds[c0:]`` in order; returns ``(H, G, c)`` where ``c`` is the
     first chunk that needs the row-by-row path (or the number of chunks)."""
@@ -269,29 +340,65 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
                 ok2 = False
         if not ok2:
             return H, G, c
-        _solve_lower(Ls, E, False)  # Et
-        if q_is_x:
-            Zq = Zx
-            QM = XM
+        _solve_lower(Ls, E, False)  # Et: whitened a-priori innovations
+        innov = q_is_x
+        for i in range(C):
+            if sq[i] == 0.0:
+                innov = False
+        if innov:
+            # queries are the keys: row t of Et is sq_t e_t / Ls[t, t] with
+            # e_t the a-priori residual of row t, and the a-posteriori one is
+            # e_t / Ls[t, t]^2 (sequential innovations read off the Cholesky
+            # factor), so no (C, C) product is needed for the outputs
+            for i in range(C):
+                f = 1.0 / (Ls[i, i] * sq[i]) if after else Ls[i, i] / sq[i]
+                for j in range(d_v):
+                    O[s + i, j] = Yc[i, j] - E[i, j] * f
         else:
-            Zq = np.ascontiguousarray(Q[s:e].T)
-            _solve_lower(R, Zq, False)
-            QM = np.dot(Zq.T, GtT)
-        Rq = np.dot(Wt.T, Zq)
-        for i in range(C):
-            for j in range(C):
-                Rq[i, j] *= root
-        _solve_lower(Ls, Rq, False)
-        for i in range(C):
-            lim = i if after else i + 1
-            for j in range(lim):
-                Rq[i, j] = 0.0
-        Oc = np.dot(Rq.T, E)
-        for i in range(C):
-            for j in range(d_v):
-                O[s + i, j] = QM[i, j] + Oc[i, j]
+            if q_is_x:
+                Zq = Zx
+                QM = XM
+            else:
+                Zq = np.ascontiguousarray(Q[s:e].T)
+                _solve_lower(R, Zq, False)
+                QM = np.dot(Zq.T, GtT)
+            Rq = np.dot(Wt.T, Zq)
+            for i in range(C):
+                for j in range(C):
+                    Rq[i, j] *= root
+            _solve_lower(Ls, Rq, False)
+            for i in range(C):
+                lim = i if after else i + 1
+                for j in range(lim):
+                    Rq[i, j] = 0.0
+            Oc = np.dot(Rq.T, E)
+            for i in range(C):
+                for j in range(d_v):
+                    O[s + i, j] = QM[i, j] + Oc[i, j]
         H, G = _update(H, G, Xc, Yc, w[s:e], log_a[s:e], C)
     return H, G, nc
+
+
+def _segment(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
+    """Causal outputs of rows ``[0, n)`` into ``O`` from entry ``(H, G)``;
+    chunks the compiled kernel declines go to the NumPy row-by-row path."""
+    bounds = _bounds(log_a, int(chunk), LOG_DECAY_BUDGET)
+    nc = bounds.shape[0] - 1
+    c0 = 0
+    while c0 < nc:
+        H, G, c = _update_read(
+            H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds[c0:], O
+        )
+        c0 += c
+        if c0 >= nc:
+            break
+        s, e = bounds[c0], bounds[c0 + 1]
+        O[s:e] = _np_rls._rows_one_by_one(
+            H, G, ridge, decayed, X[s:e], Y[s:e], Q[s:e], w[s:e], log_a[s:e], after
+        )
+        H, G = _np_rls.rls_update(H, G, X[s:e], Y[s:e], w[s:e], log_a[s:e])
+        c0 += 1
+    return H, G
 
 
 def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
@@ -299,12 +406,15 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
 
     The chunked Woodbury recursion of
     :func:`ttrlearn.kernels.numpy.rls.rls_update_read` (see there for the
-    algebra), compiled; chunks the numpy kernel solves row by row (fixed
-    ridge under forgetting, singular entry systems) are handed to it.
-    Computation is in float64 whatever the state dtype.
+    algebra), compiled. When the queries are the keys, each chunk's outputs
+    come from the diagonal of the Cholesky factor of its Woodbury system
+    (the sequential innovations), with no ``(C, C)`` product. Long inputs
+    are cut into one segment per core: the entry system of a segment is a
+    single rank-k update of the previous one (the information form makes
+    that exact), and the segments then run in parallel. Chunks the NumPy
+    kernel would solve row by row are handed to it. Computation is in
+    float64 whatever the state dtype.
     """
-    from ttrlearn.kernels.numba.gated_delta import _bounds
-
     n = X.shape[0]
     dt = H.dtype
     f8 = np.float64
@@ -317,42 +427,27 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     X = X.astype(f8, copy=False)
     Y = Y.astype(f8, copy=False)
     Q = X if q_is_x else Q.astype(f8, copy=False)
-    bounds = _bounds(log_a, int(chunk_size), LOG_DECAY_BUDGET)
-    c0 = 0
+    ridge = float(ridge)
+    decayed = bool(decayed)
+    after = bool(after)
+    parts = WORKERS if n >= max(8 * chunk_size, 4096) else 1
+    cuts = [n * k // parts for k in range(parts + 1)]
+    entries = [(H, G)]
+    for k in range(1, parts):  # entry state of each segment: one rank-k update
+        a, b = cuts[k - 1], cuts[k]
+        entries.append(rls_update(*entries[-1], X[a:b], Y[a:b], w[a:b], log_a[a:b]))
+
+    def seg(k):
+        a, b = cuts[k], cuts[k + 1]
+        return _segment(
+            *entries[k], ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b],
+            log_a[a:b], after, chunk_size, O[a:b],
+        )  # fmt: skip
+
     with single_thread_blas(n > 64):
-        while c0 < bounds.shape[0] - 1:
-            b = bounds[c0:]
-            H, G, c = _update_read(
-                H,
-                G,
-                float(ridge),
-                bool(decayed),
-                X,
-                Y,
-                Q,
-                q_is_x,
-                w,
-                log_a,
-                bool(after),
-                b,
-                O,
-            )
-            c0 += c
-            if c0 >= bounds.shape[0] - 1:
-                break
-            s, e = bounds[c0], bounds[c0 + 1]
-            O[s:e] = _np_rls._rows_one_by_one(
-                H,
-                G,
-                ridge,
-                decayed,
-                X[s:e],
-                Y[s:e],
-                Q[s:e],
-                w[s:e],
-                log_a[s:e],
-                after,
-            )
-            H, G = _np_rls.rls_update(H, G, X[s:e], Y[s:e], w[s:e], log_a[s:e])
-            c0 += 1
+        if parts == 1:
+            H, G = seg(0)
+        else:
+            futures = [thread_pool().submit(seg, k) for k in range(parts)]
+            H, G = [f.result() for f in futures][-1]
     return O.astype(dt, copy=False), H.astype(dt, copy=False), G.astype(dt, copy=False)
