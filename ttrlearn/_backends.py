@@ -12,15 +12,40 @@ from __future__ import annotations
 import importlib
 from types import ModuleType, SimpleNamespace
 
-__all__ = ["available_backends", "get_kernels", "is_cupy_array", "resolve_backend"]
+__all__ = [
+    "array_module",
+    "available_backends",
+    "get_kernels",
+    "is_cupy_array",
+    "require_device",
+    "resolve_backend",
+]
 
 BACKENDS = ("auto", "numpy", "numba", "cupy")
+#: Estimators with a CuPy backend (kernel families under ttrlearn/kernels/cupy).
+CUPY_MEMORIES = (
+    "LinearAttentionMemory",
+    "RLSMemory",
+    "GatedDeltaMemory",
+    "KernelRegressionMemory",
+)
 GPU_HINT = "pip install ttrlearn[gpu]  (or ttrlearn[gpu-cuda12] for CUDA 12)"
 
 
 def is_cupy_array(x) -> bool:
     """True when ``x`` is a CuPy array (checked without importing CuPy)."""
     return type(x).__module__.split(".")[0] == "cupy"
+
+
+def array_module(*arrays):
+    """``cupy`` when any of ``arrays`` is a CuPy array, else ``numpy``.
+
+    Lets estimator code allocate next to its state (``array_module(state).
+    empty(...)``) without importing CuPy on the host path.
+    """
+    if any(is_cupy_array(a) for a in arrays):
+        return importlib.import_module("cupy")
+    return importlib.import_module("numpy")
 
 
 def _numba_available() -> bool:
@@ -39,6 +64,30 @@ def _require_cupy():
             "backend='cupy' needs CuPy, which is not installed. Install it with: "
             + GPU_HINT
         ) from exc
+    return cupy
+
+
+def require_device():
+    """Import CuPy and check that a CUDA device and driver are usable.
+
+    Raises ``ImportError`` naming ``pip install ttrlearn[gpu]`` without CuPy
+    and ``RuntimeError`` where no device or driver is usable. Returns the
+    ``cupy`` module.
+    """
+    cupy = _require_cupy()
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise RuntimeError(
+            "backend='cupy': CuPy is installed but no CUDA device or driver is "
+            f"usable ({type(exc).__name__}: {exc}). Use backend='numpy' or "
+            "'numba' with host arrays."
+        ) from exc
+    if n < 1:
+        raise RuntimeError(
+            "backend='cupy': CuPy is installed but no CUDA device is visible. "
+            "Use backend='numpy' or 'numba' with host arrays."
+        )
     return cupy
 
 
@@ -68,7 +117,10 @@ def resolve_backend(name: str, *arrays) -> str:
 
     ``'auto'`` follows the data: CuPy input gives ``'cupy'``, NumPy input gives
     ``'numba'``. Data is never moved between host and device: an explicit host
-    backend with CuPy input (or the reverse) raises ``ValueError``.
+    backend with CuPy input, ``'cupy'`` with host input, or a mix of the two
+    raises ``ValueError``. ``'cupy'`` raises ``ImportError`` (naming
+    ``pip install ttrlearn[gpu]``) without CuPy and ``RuntimeError`` without a
+    usable device or driver.
     """
     on_device = any(is_cupy_array(a) for a in arrays if a is not None)
     if name == "auto":
@@ -77,13 +129,17 @@ def resolve_backend(name: str, *arrays) -> str:
         else:
             name = "numba" if _numba_available() else "numpy"
     if name == "cupy":
-        _require_cupy()
-        # The CUDA backend lands with the GPU issue; until then say so clearly.
-        raise ImportError(
-            "backend='cupy' is not available in this build of ttrlearn: the CUDA "
-            "kernels are not wired into the estimators yet. Use backend='numpy' "
-            "or 'numba' with host arrays (X.get())."
-        )
+        require_device()
+        host = [
+            type(a).__name__ for a in arrays if a is not None and not is_cupy_array(a)
+        ]
+        if host or not arrays:
+            raise ValueError(
+                "backend='cupy' keeps data on the GPU and takes CuPy arrays; got "
+                f"{', '.join(host) or 'no arrays'}. Move the data explicitly "
+                "(cupy.asarray(X)) or use backend='numpy' / 'numba'."
+            )
+        return name
     if on_device:
         raise ValueError(
             f"backend={name!r} got a cupy.ndarray; pass host arrays (X.get()) or "
@@ -103,7 +159,9 @@ def get_kernels(backend: str, family: str) -> SimpleNamespace:
 
     Every public function of ``ttrlearn.kernels.numpy.<family>`` is present;
     on ``backend='numba'`` the numba implementation replaces it where one
-    exists.
+    exists; on ``backend='cupy'`` all of them come from
+    ``ttrlearn.kernels.cupy.<family>`` (``NotImplementedError`` naming the
+    supported memories where that module does not exist).
     """
     key = (backend, family)
     ns = _CACHE.get(key)
@@ -112,7 +170,20 @@ def get_kernels(backend: str, family: str) -> SimpleNamespace:
     base: ModuleType = importlib.import_module(f"ttrlearn.kernels.numpy.{family}")
     names = base.__all__
     funcs = {n: getattr(base, n) for n in names}
-    if backend == "numba":
+    if backend == "cupy":
+        try:
+            dev = importlib.import_module(f"ttrlearn.kernels.cupy.{family}")
+        except ModuleNotFoundError:
+            raise NotImplementedError(
+                f"backend='cupy' is not implemented for the {family!r} memories; "
+                f"it is available for {', '.join(CUPY_MEMORIES)}. Use "
+                "backend='numpy' or 'numba' with host arrays."
+            ) from None
+        missing = [n for n in names if n not in getattr(dev, "__all__", ())]
+        if missing:  # pragma: no cover - guarded by the tests
+            raise NotImplementedError(f"cupy kernels for {family!r} lack {missing}")
+        funcs = {n: getattr(dev, n) for n in names}
+    elif backend == "numba":
         try:
             fast = importlib.import_module(f"ttrlearn.kernels.numba.{family}")
         except ModuleNotFoundError:

@@ -9,12 +9,14 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ttrlearn._backends import BACKENDS, get_kernels, resolve_backend
+from ttrlearn._backends import BACKENDS, get_kernels, is_cupy_array, resolve_backend
 from ttrlearn._validation import (
+    _xp,
     check_gate,
     check_keys_values,
     check_queries,
     check_weights,
+    to_device,
 )
 from ttrlearn.exceptions import NonFiniteStateError
 
@@ -97,7 +99,13 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     def _check_finite(self, **state):
         """Raise NonFiniteStateError if any of the arrays is not finite."""
         for name, value in state.items():
-            if isinstance(value, np.ndarray) and not np.isfinite(value).all():
+            if isinstance(value, np.ndarray):
+                finite = np.isfinite(value).all()
+            elif is_cupy_array(value):  # checked on the device: one scalar sync
+                finite = bool(_xp(value).isfinite(value).all())
+            else:
+                continue
+            if not finite:
                 raise NonFiniteStateError(
                     f"{type(self).__name__}: this update would make {name!r} "
                     "non-finite (overflow or divergence); it was rolled back and the "
@@ -136,11 +144,25 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         g = self._check_gates(gates, n)
         if first:
             self.backend_ = resolve_backend(self.backend, X)
+            if self.backend_ == "cupy":
+                get_kernels("cupy", self._family)  # NotImplementedError if none
             self.n_outputs_ = Y.shape[1]
             self._y_1d_ = is_1d
             self.n_seen_ = 0
             self._init_state(X.shape[1], Y.shape[1])
+            if self.backend_ == "cupy":
+                self._state_to_device(X)
+        if is_cupy_array(X):  # per-row weights and gates next to the data
+            w = to_device(X, w)
+            g = {k: to_device(X, v) for k, v in g.items()}
         return X, Y, w, g
+
+    def _state_to_device(self, like):
+        """Copy the freshly initialised state (host -> device, once, before
+        any data is absorbed) next to ``like``."""
+        for name, value in list(self.__dict__.items()):
+            if name.endswith("_") and isinstance(value, np.ndarray):
+                setattr(self, name, to_device(like, value))
 
     def _shape_out(self, O):
         return O[:, 0] if self._y_1d_ else O

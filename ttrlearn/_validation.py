@@ -12,7 +12,16 @@ import numbers
 import numpy as np
 from sklearn.utils.validation import _check_sample_weight, check_array, validate_data
 
-__all__ = ["check_gate", "check_keys_values", "check_queries", "check_weights"]
+from ttrlearn._backends import is_cupy_array
+
+__all__ = [
+    "check_gate",
+    "check_keys_values",
+    "check_placement",
+    "check_queries",
+    "check_weights",
+    "to_device",
+]
 
 # Below this many rows a light path (plain numpy checks) replaces sklearn's
 # validate_data, whose fixed cost dominates one-pair-per-call streaming.
@@ -39,11 +48,129 @@ def _finite_or_raise(arr, name):
         )
 
 
+# ---------------------------------------------------------------- placement
+def _where(on_device):
+    return "a CuPy (device) array" if on_device else "a host (NumPy) array"
+
+
+def check_placement(est, *arrays, names=("X",)):
+    """Raise ``ValueError`` unless ``arrays`` live where the fitted state does.
+
+    Before the first fit only the arrays themselves must agree (all CuPy or
+    all host). Nothing is ever moved between host and device silently.
+    """
+    given = [(n, a) for n, a in zip(names, arrays) if a is not None]
+    flags = {n: is_cupy_array(a) for n, a in given}
+    backend = getattr(est, "backend_", None)
+    if backend is None:
+        if len(set(flags.values())) > 1:
+            desc = ", ".join(f"{n} is {_where(f)}" for n, f in flags.items())
+            raise ValueError(
+                f"{desc}: pass all CuPy arrays (backend='cupy') or all host arrays."
+            )
+        return
+    on_device = backend == "cupy"
+    for n, f in flags.items():
+        if f != on_device:
+            fix = "move it with cupy.asarray(...)" if on_device else f"pass {n}.get()"
+            raise ValueError(
+                f"{type(est).__name__} holds its state "
+                f"{'on the GPU' if on_device else 'on the host'} "
+                f"(backend_={backend!r}) but {n} is {_where(f)}. Data is never "
+                f"moved between device and host silently: {fix}, or refit."
+            )
+
+
+# ------------------------------------------------------ device (CuPy) checks
+def _xp(x):
+    import cupy
+
+    return cupy.get_array_module(x)
+
+
+def _device_array(est, X, name, *, ndims):
+    """Check a CuPy array in its own namespace (no host copy; one scalar sync
+    for finiteness) and cast it to the estimator's dtype."""
+    xp = _xp(X)
+    if X.ndim not in ndims:
+        raise ValueError(
+            f"Expected a {' or '.join(f'{d}D' for d in ndims)} array for {name}, "
+            f"got a {X.ndim}D array of shape {X.shape} instead."
+        )
+    if X.shape[0] < 1:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 "
+            f"is required by {type(est).__name__}."
+        )
+    if X.ndim == 2 and X.shape[1] < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 "
+            f"is required by {type(est).__name__}."
+        )
+    if X.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name} has dtype {X.dtype}; a real numeric array is required."
+        )
+    X = xp.ascontiguousarray(X.astype(est._dtype_, copy=False))
+    if not bool(xp.isfinite(X).all()):
+        raise ValueError(
+            f"Input {name} contains NaN or infinity; the memory was not changed."
+        )
+    return X
+
+
+def _n_features(est, X, name, reset):
+    if reset:
+        est.n_features_in_ = X.shape[1]
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif X.shape[1] != est.n_features_in_:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features, but {type(est).__name__} is "
+            f"expecting {est.n_features_in_} features as input."
+        )
+
+
+def _check_keys_values_device(est, X, y, reset):
+    X = _device_array(est, X, "X", ndims=(2,))
+    y = _device_array(est, y, "y", ndims=(1, 2))
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{X.shape[0]}, {y.shape[0]}]"
+        )
+    _n_features(est, X, "X", reset)
+    return X, y
+
+
+def to_device(like, x):
+    """Host control data ``x`` (weights, gates) as an array next to ``like``.
+
+    Host -> device only (``cupy.asarray``); device arrays are returned as is.
+    """
+    if not is_cupy_array(like) or is_cupy_array(x):
+        return x
+    return _xp(like).asarray(x)
+
+
 def check_keys_values(est, X, y, *, reset):
     """Validate keys ``X`` (n, d_k) and values ``y`` (n,) or (n, d_v).
 
     Returns ``(X, Y, y_is_1d)`` with ``Y`` 2-D, both in the estimator's dtype.
+    CuPy inputs are checked on the device, without sklearn's ``check_array``
+    (which would copy them to the host), and stay CuPy arrays.
     """
+    check_placement(est, X, y, names=("X", "y"))
+    if is_cupy_array(X):
+        X, y = _check_keys_values_device(est, X, y, reset)
+        is_1d = y.ndim == 1
+        Y = y[:, None] if is_1d else y
+        if not reset and Y.shape[1] != est.n_outputs_:
+            raise ValueError(
+                f"y has {Y.shape[1]} outputs, but {type(est).__name__} was fitted "
+                f"with {est.n_outputs_}."
+            )
+        return X, _xp(Y).ascontiguousarray(Y), is_1d
     dtype = est._dtype_
     if _light_ok(est, X, y, reset) and y.dtype == dtype and y.shape[0] == X.shape[0]:
         if X.shape[1] != est.n_features_in_:
@@ -73,7 +200,13 @@ def check_keys_values(est, X, y, *, reset):
 
 
 def check_queries(est, X, *, name="X"):
-    """Validate queries against the fitted width; returns a contiguous array."""
+    """Validate queries against the fitted width; returns a contiguous array
+    (a CuPy array, checked on the device, for CuPy queries)."""
+    check_placement(est, X, names=(name,))
+    if is_cupy_array(X):
+        X = _device_array(est, X, name, ndims=(2,))
+        _n_features(est, X, name, reset=False)
+        return X
     if (
         type(X) is np.ndarray
         and X.ndim == 2
@@ -101,7 +234,12 @@ def check_queries(est, X, *, name="X"):
 
 
 def check_weights(sample_weight, n, X):
-    """Non-negative finite per-row weights as float64 (ones when None)."""
+    """Non-negative finite per-row weights as float64 (ones when None).
+
+    CuPy weights are checked on the device and returned as a CuPy array.
+    """
+    if is_cupy_array(sample_weight):
+        return _device_gate("sample_weight", sample_weight, n, 0.0, None, False, False)
     if sample_weight is None:
         return np.ones(n)
     if isinstance(sample_weight, numbers.Real):
@@ -120,8 +258,15 @@ def check_weights(sample_weight, n, X):
 def check_gate(name, value, n, *, low, high, low_open, high_open=False):
     """Validate a per-sample gate (scalar or shape (n,)) against its domain.
 
-    Returns a float64 array of shape (n,).
+    Returns a float64 array of shape (n,) (a CuPy array, checked on the
+    device, for a CuPy ``value``).
     """
+    if is_cupy_array(value) and value.ndim:
+        return _device_gate(name, value, n, low, high, low_open, high_open)
+    if is_cupy_array(value):
+        raise ValueError(
+            f"gate {name!r}: pass a 0-d gate as a Python float, not a CuPy array"
+        )
     if isinstance(value, numbers.Real) or np.ndim(value) == 0:
         arr = np.full(n, float(value))
     else:
@@ -148,3 +293,28 @@ def check_gate(name, value, n, *, low, high, low_open, high_open=False):
             f"gate {name!r} must lie in {lb}{low:g}, {hi_s}{hb}; got {bad!r}"
         )
     return arr
+
+
+def _device_gate(name, value, n, low, high, low_open, high_open):
+    """``check_gate`` for a CuPy array: same domain, checked on the device
+    (one scalar sync), returned as a float64 CuPy array."""
+    xp = _xp(value)
+    arr = value.astype(np.float64, copy=False)
+    if arr.shape != (n,):
+        raise ValueError(
+            f"{'gate ' if name != 'sample_weight' else ''}{name!r} must have shape "
+            f"({n},), one value per row; got shape {arr.shape}"
+        )
+    bad = ~xp.isfinite(arr)
+    bad |= arr <= low if low_open else arr < low
+    if high is not None:
+        bad |= arr >= high if high_open else arr > high
+    if bool(bad.any()):
+        lb = "(" if low_open else "["
+        hb = ")" if (high is None or high_open) else "]"
+        hi_s = "inf" if high is None else f"{high:g}"
+        raise ValueError(
+            f"{name!r} must be finite and lie in {lb}{low:g}, {hi_s}{hb} "
+            "(checked on the device)"
+        )
+    return xp.ascontiguousarray(arr)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ttrlearn._backends import get_kernels, resolve_backend
+from ttrlearn._backends import get_kernels, is_cupy_array, resolve_backend
 
 __all__ = ["gated_delta", "kernel_regression", "linear_attention", "rls"]
 
@@ -46,6 +46,165 @@ def _gate(x, B, T, default, name):
     if name != "decay" and np.any(x < 0):
         raise ValueError(f"{name} must be >= 0")
     return x
+
+
+# ------------------------------------------------------------- CuPy streams
+def _on_device(backend, *arrays):
+    """Resolve the backend; True for ``'cupy'`` (CuPy arrays, all of them)."""
+    if backend == "cupy" or any(is_cupy_array(a) for a in arrays):
+        return resolve_backend(backend, *arrays) == "cupy"
+    return False
+
+
+def _dshapes(q, k, v):
+    """``_shapes`` for CuPy arrays: checked and cast on the device."""
+    import cupy as xp
+
+    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
+        raise ValueError("q, k, v must have shape (B, T, d)")
+    B, T, d_k = k.shape
+    if q.shape != (B, T, d_k) or v.shape[:2] != (B, T):
+        raise ValueError(
+            f"shape mismatch: q {q.shape}, k {k.shape}, v {v.shape}; expected "
+            "q and k (B, T, d_k) and v (B, T, d_v)"
+        )
+    dt = np.result_type(q.dtype, k.dtype, v.dtype)
+    if dt not in (np.float32, np.float64):
+        dt = np.dtype(np.float64)
+    return xp, dt, *(xp.ascontiguousarray(x.astype(dt, copy=False)) for x in (q, k, v))
+
+
+def _dgate(xp, x, B, T, default, name):
+    """``_gate`` on the device: host gates are checked on the host and copied
+    host -> device; CuPy gates are checked in place (one scalar sync)."""
+    if x is None:
+        return xp.full((B, T), default, dtype=np.float64)
+    if not is_cupy_array(x):
+        return xp.ascontiguousarray(xp.asarray(_gate(x, B, T, default, name)))
+    x = xp.broadcast_to(x.astype(np.float64, copy=False), (B, T))
+    bad = (x <= 0) | (x > 1) if name == "decay" else x < 0
+    if bool((bad | ~xp.isfinite(x)).any()):
+        rng = "lie in (0, 1]" if name == "decay" else "be >= 0"
+        raise ValueError(f"{name} must {rng}")
+    return xp.ascontiguousarray(x)
+
+
+def _dstate(xp, x, shape, dt, name):
+    """A fresh contiguous device copy of an initial state (zeros when None)."""
+    if x is None:
+        return xp.zeros(shape, dtype=dt)
+    if not is_cupy_array(x):
+        raise ValueError(
+            f"{name} is a host array but the streams are CuPy arrays; pass "
+            "cupy.asarray(...) (data is never moved silently)"
+        )
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
+    return xp.array(x, dtype=dt, order="C", copy=True)
+
+
+def _dla(q, k, v, decay, weight, normalize, initial_state, after):
+    from ttrlearn.gpu import linear_attention_chunk
+
+    xp, dt, q, k, v = _dshapes(q, k, v)
+    B, T, d_k = k.shape
+    dv = v.shape[2]
+    la = xp.log(_dgate(xp, decay, B, T, 1.0, "decay")).astype(dt)
+    w = _dgate(xp, weight, B, T, 1.0, "weight").astype(dt)
+    M0, z0 = (None, None) if initial_state is None else initial_state
+    S = xp.concatenate(
+        [
+            _dstate(xp, M0, (B, dv, d_k), dt, "initial_state M"),
+            _dstate(xp, z0, (B, d_k), dt, "initial_state z")[:, None, :],
+        ],
+        axis=1,
+    )
+    vx = xp.concatenate([v, xp.ones((B, T, 1), dtype=dt)], axis=2)
+    o = linear_attention_chunk(q, k, vx, la, w, S, after)
+    num = o[:, :, :dv]
+    if normalize:
+        den = o[:, :, dv:]
+        ok = den != 0
+        num = xp.where(ok, num / xp.where(ok, den, 1), 0).astype(dt)
+    return xp.ascontiguousarray(num), (
+        xp.ascontiguousarray(S[:, :dv]),
+        xp.ascontiguousarray(S[:, dv]),
+    )
+
+
+def _dgd(q, k, v, decay, beta, initial_state, after):
+    from ttrlearn.gpu import gated_delta_recurrent
+
+    xp, dt, q, k, v = _dshapes(q, k, v)
+    B, T, d_k = k.shape
+    a = _dgate(xp, decay, B, T, 1.0, "decay").astype(dt)
+    bt = _dgate(xp, beta, B, T, 1.0, "beta").astype(dt)
+    M = _dstate(xp, initial_state, (B, v.shape[2], d_k), dt, "initial_state")
+    o = gated_delta_recurrent(q, k, v, a, bt, M, after)
+    return o, M
+
+
+def _drls(q, k, v, decay, weight, alpha, decayed, initial_state, after, chunk):
+    from ttrlearn.kernels.cupy.rls import rls_update_read
+
+    xp, dt, q, k, v = _dshapes(q, k, v)
+    B, T, d_k = k.shape
+    dv = v.shape[2]
+    la = xp.log(_dgate(xp, decay, B, T, 1.0, "decay"))
+    w = _dgate(xp, weight, B, T, 1.0, "weight")
+    if initial_state is None:
+        H0 = xp.broadcast_to(
+            dt.type(alpha if decayed else 0.0) * xp.eye(d_k, dtype=dt), (B, d_k, d_k)
+        )
+        G0 = xp.zeros((B, dv, d_k), dtype=dt)
+    else:
+        H0 = _dstate(xp, initial_state[0], (B, d_k, d_k), dt, "initial_state H")
+        G0 = _dstate(xp, initial_state[1], (B, dv, d_k), dt, "initial_state G")
+    ridge = 0.0 if decayed else float(alpha)
+    outs = [
+        rls_update_read(
+            H0[b], G0[b], ridge, decayed, k[b], v[b], q[b], w[b], la[b], after, chunk
+        )
+        for b in range(B)
+    ]
+    if not outs:
+        return xp.empty(v.shape, dtype=dt), (H0.copy(), G0.copy())
+    o, H, G = (xp.stack([r[i] for r in outs]) for i in range(3))
+    return o, (H, G)
+
+
+def _dkr(q, k, v, log_weight, kernel, h, order, alpha, window, after):
+    from ttrlearn.gpu import (
+        kernel_regression_recall,
+        local_linear_moments,
+        local_linear_solve,
+    )
+
+    xp, dt, q, k, v = _dshapes(q, k, v)
+    B, T, _ = k.shape
+    if log_weight is None:
+        lw = xp.zeros((B, T), dtype=np.float64)
+    elif is_cupy_array(log_weight):
+        lw = xp.broadcast_to(log_weight.astype(np.float64, copy=False), (B, T))
+    else:
+        lw = xp.asarray(np.broadcast_to(np.asarray(log_weight, np.float64), (B, T)))
+    top = lw.max(axis=1, keepdims=True) if T else xp.zeros((B, 1))
+    lw = xp.ascontiguousarray((lw - xp.where(xp.isfinite(top), top, 0)).astype(dt))
+    pos = xp.ascontiguousarray(xp.broadcast_to(xp.arange(T, dtype=np.int64), (B, T)))
+    kw = dict(
+        kernel=kernel,
+        bandwidth=float(h),
+        kpos=pos,
+        qpos=pos,
+        read_after=after,
+        window=window or None,
+    )
+    if order == 0:
+        return kernel_regression_recall(k, v, lw, q, **kw)
+    f64 = (x.astype(np.float64) for x in (k, v, lw, q))  # moments cancel: float64
+    mom = local_linear_moments(*f64, **kw)[:5]
+    out = local_linear_solve(*(m.astype(np.float64) for m in mom), float(alpha))
+    return xp.ascontiguousarray(out.astype(dt))
 
 
 def _kernels(backend, family, *arrays):
@@ -97,8 +256,12 @@ def linear_attention(
     Notes
     -----
     ``M_t = a_t M_{t-1} + w_t v_t k_t^T``, ``z_t = a_t z_{t-1} + w_t k_t``;
-    equals ``ttrlearn.reference.linear_attention`` on every prefix.
+    equals ``ttrlearn.reference.linear_attention`` on every prefix. With CuPy
+    arrays all ``B`` streams run in one launch of the CUDA chunk kernel and
+    outputs and states stay on the device.
     """
+    if _on_device(backend, q, k, v):
+        return _dla(q, k, v, decay, weight, normalize, initial_state, read == "after")
     q, k, v = _shapes(q, k, v)
     B, T, d_k = k.shape
     ker = _kernels(backend, "linear_attention", q)
@@ -168,8 +331,11 @@ def gated_delta(
     Notes
     -----
     ``M_t = a_t M_{t-1} + b_t (v_t - a_t M_{t-1} k_t) k_t^T``; equals the
-    per-token loop ``ttrlearn.reference.gated_delta``.
+    per-token loop ``ttrlearn.reference.gated_delta``. With CuPy arrays all
+    ``B`` streams run in one launch of the fused recurrent CUDA kernel.
     """
+    if _on_device(backend, q, k, v):
+        return _dgd(q, k, v, decay, beta, initial_state, read == "after")
     q, k, v = _shapes(q, k, v)
     B, T, d_k = k.shape
     ker = _kernels(backend, "gated_delta", q)
@@ -237,8 +403,22 @@ def rls(
 
     Notes
     -----
-    Equals ``ttrlearn.reference.ridge`` re-solved on every prefix.
+    Equals ``ttrlearn.reference.ridge`` re-solved on every prefix. With CuPy
+    arrays each stream runs the chunked Woodbury read on the device.
     """
+    if _on_device(backend, q, k, v):
+        return _drls(
+            q,
+            k,
+            v,
+            decay,
+            weight,
+            alpha,
+            ridge_mode == "decayed",
+            initial_state,
+            read == "after",
+            chunk_size or max(64, k.shape[2]),
+        )
     q, k, v = _shapes(q, k, v)
     B, T, d_k = k.shape
     ker = _kernels(backend, "rls", q)
@@ -318,8 +498,15 @@ def kernel_regression(
     Notes
     -----
     Equals ``ttrlearn.reference.nadaraya_watson`` / ``local_linear`` on every
-    prefix; computed with a blocked online softmax.
+    prefix; computed with a blocked online softmax (with CuPy arrays, one
+    launch of the CUDA recall or moments kernel for all ``B`` streams).
     """
+    if _on_device(backend, q, k, v):
+        d_k = k.shape[2]
+        h = bandwidth or float(d_k) ** (0.5 if kernel == "softmax" else 0.25)
+        return _dkr(
+            q, k, v, log_weight, kernel, h, order, alpha, window, read == "after"
+        )
     q, k, v = _shapes(q, k, v)
     B, T, d_k = k.shape
     ker = _kernels(backend, "kernel_regression", q)

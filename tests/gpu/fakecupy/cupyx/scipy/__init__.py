@@ -1,0 +1,1 @@
+"""Fake ``cupyx.scipy`` (see ``tests/gpu/fakecupy/cupy/__init__.py``)."""
