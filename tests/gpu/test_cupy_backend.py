@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ttrlearn.gpu import _loader
 
@@ -108,36 +108,49 @@ def _drop_cupy_modules():
     return saved
 
 
-@pytest.fixture(scope="module")
-def fake_cupy():
-    """The fake ``cupy`` / ``cupyx`` importable for this module's tests only."""
-    if shutil.which("g++") is None:
-        pytest.skip("g++ (C++20) is needed to build the host shim")
+_FAKE: dict = {}  # the fake's module objects, kept between activations
+
+
+def _activate_fake():
     saved = _drop_cupy_modules()
     sys.path.insert(0, str(FAKE_DIR))
+    sys.modules.update(_FAKE)
     _clear_caches()
+    import cupy
+
+    assert cupy.__version__.endswith("+fake")
+    return saved
+
+
+def _deactivate_fake(saved):
+    sys.path.remove(str(FAKE_DIR))
+    _FAKE.update(_drop_cupy_modules())
+    sys.modules.update(saved)
+    _clear_caches()
+
+
+@pytest.fixture
+def fake_cupy():
+    """The fake ``cupy`` / ``cupyx``, importable during one test only (so a
+    real CuPy, where installed, is back for the ``gpu`` variants and for the
+    other test modules)."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ (C++20) is needed to build the host shim")
+    saved = _activate_fake()
     try:
-        import cupy
-
-        assert cupy.__version__.endswith("+fake")
-        yield cupy
+        yield sys.modules["cupy"]
     finally:
-        sys.path.remove(str(FAKE_DIR))
-        _drop_cupy_modules()
-        sys.modules.update(saved)
-        _clear_caches()
+        _deactivate_fake(saved)
 
 
-@pytest.fixture(
-    scope="module", params=["fake", pytest.param("real", marks=pytest.mark.gpu)]
-)
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.gpu)])
 def xp(request):
     """The array module the estimators get: the fake, or real CuPy on a GPU."""
     if request.param == "fake":
         return request.getfixturevalue("fake_cupy")
+    _clear_caches()
     import cupy
 
-    _clear_caches()
     return cupy
 
 
@@ -172,7 +185,7 @@ def _host(x):
 @needs_gpp
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", [_config_param(n) for n in CONFIGS])
-@settings(max_examples=8)
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_estimators_match_oracle(xp, name, dtype, data):
     """Random chunkings of partial_fit / partial_fit_predict (read after or
