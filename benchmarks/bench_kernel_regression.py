@@ -6,7 +6,6 @@ same estimate. Peak extra memory of ``predict`` is measured with
 tracemalloc (NumPy reports its buffers to it).
 """
 
-
 from __future__ import annotations
 
 import tracemalloc

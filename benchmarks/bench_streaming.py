@@ -6,7 +6,6 @@ Scalar targets on both sides (river learns one output); river's dict rows
 are built before timing (its native input), ttrlearn gets (1, 16) arrays.
 """
 
-
 from __future__ import annotations
 
 import numpy as np
