@@ -8,6 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ttrlearn._backends import array_module
 from ttrlearn._base import DECAY_DOMAIN, BaseMemory
 from ttrlearn._utils import unit_rows
 from ttrlearn.kernels.numpy.kernel_regression import KERNELS
@@ -197,8 +198,9 @@ class KernelRegressionMemory(BaseMemory):
         if hi + n > kb.shape[0]:
             live = hi - lo
             cap = max(16, 2 * (live + n))
+            xp = array_module(kb)  # the buffers grow where they live (host/GPU)
             new = [
-                np.zeros((cap, *b.shape[1:]), dtype=b.dtype) for b in (kb, vb, wb, pb)
+                xp.zeros((cap, *b.shape[1:]), dtype=b.dtype) for b in (kb, vb, wb, pb)
             ]
             for nb, b in zip(new, (kb, vb, wb, pb)):
                 nb[:live] = b[lo:hi]

@@ -7,6 +7,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ttrlearn._backends import array_module
 from ttrlearn._base import DECAY_DOMAIN, BaseMemory
 
 __all__ = ["LinearAttentionMemory"]
@@ -148,8 +149,9 @@ class LinearAttentionMemory(BaseMemory):
 
     def _phi(self, X):
         fm = self.feature_map
+        xp = array_module(X)  # CuPy for device input: np.asarray would copy
         if callable(fm):
-            P = np.asarray(fm(X), dtype=self._dtype_)
+            P = xp.asarray(fm(X), dtype=self._dtype_)
             if P.ndim != 2 or P.shape[0] != X.shape[0]:
                 raise ValueError(
                     "feature_map must return an array of shape (n_samples, n_phi); "
@@ -162,8 +164,10 @@ class LinearAttentionMemory(BaseMemory):
                 )
             if not np.isfinite(P).all():
                 raise ValueError("feature_map returned NaN or infinity")
-            return np.ascontiguousarray(P)
-        return np.ascontiguousarray(_FEATURE_MAPS[fm](X), dtype=self._dtype_)
+            return xp.ascontiguousarray(P)
+        return xp.ascontiguousarray(
+            _FEATURE_MAPS[fm](X).astype(self._dtype_, copy=False)
+        )
 
     def _init_state(self, n_features, n_outputs):
         probe = self._phi(np.zeros((1, n_features), dtype=self._dtype_))

@@ -7,6 +7,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ttrlearn._backends import array_module
 from ttrlearn._base import DECAY_DOMAIN, BaseMemory
 
 __all__ = ["RLSMemory"]
@@ -180,9 +181,8 @@ class RLSMemory(BaseMemory):
         floor = self._floor
         if floor and total and not floor_applied:
             # the guard's exact block effect: f (1 - P) I (see Notes)
-            H = H + H.dtype.type(-floor * np.expm1(total)) * np.eye(
-                H.shape[0], dtype=H.dtype
-            )
+            eye = array_module(H).eye(H.shape[0], dtype=H.dtype)
+            H = H + H.dtype.type(-floor * np.expm1(total)) * eye
         base = 0.0 if self.ridge_mode == "decayed" else float(self.alpha)
         ridge = base + keep * (self.ridge_ - base) - floor * np.expm1(total)
         self._check_finite(gram_=H, moment_=G)
