@@ -205,7 +205,7 @@ class GatedDeltaMemory(BaseMemory):
             self.coef_,
             K,
             Y,
-            self._keys(Q),
+            K if Q is X else self._keys(Q),  # queries default to the keys
             b,
             log_a,
             after,
