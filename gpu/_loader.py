@@ -56,7 +56,13 @@ def _require_device(cupy):
 
 
 def gpu_available():
-    """Whether CuPy imports, a CUDA device is visible and NVRTC loads."""
+    """Tell whether CuPy imports, a CUDA device is visible and NVRTC loads.
+
+    Returns
+    -------
+    available : bool
+        True when the CUDA backend can run in this process.
+    """
     try:
         import cupy
         from cupy.cuda import nvrtc
@@ -100,10 +106,20 @@ def _inline(path, seen):
 
 
 def get_module(name):
-    """The compiled ``cupy.RawModule`` of ``<name>.cu`` for the current device.
+    """Compile (once) and return the ``cupy.RawModule`` of ``<name>.cu``.
 
     Memoised per (source, device). Raises ``ImportError`` without CuPy and
     ``RuntimeError`` where no CUDA device or driver is usable.
+
+    Parameters
+    ----------
+    name : str
+        Stem of a ``.cu`` file in ``ttrlearn.gpu`` (``"gated_delta"``, ...).
+
+    Returns
+    -------
+    module : cupy.RawModule
+        The compiled module for the current device.
     """
     cupy = import_cupy()
     _require_device(cupy)

@@ -119,7 +119,28 @@ def local_linear_moments(
 ):
     """Weighted moments of ``d = k - q`` needed by local-linear regression.
 
-    Parameters are those of :func:`kernel_regression_recall`.
+    Parameters
+    ----------
+    Ks : array of shape (B, N, d_k)
+        Stored keys (C-contiguous, float32 or float64, all one dtype).
+    Vs : array of shape (B, N, d_v)
+        Stored values.
+    lw : array of shape (B, N)
+        Log-weight of each stored pair (``-inf`` for none).
+    Q : array of shape (B, M, d_k)
+        Queries.
+    kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}, default="softmax"
+        The kernel, as in :func:`kernel_regression_recall`.
+    bandwidth : float, default=1.0
+        ``h``.
+    kpos, qpos : int64 array of shape (B, N) and (B, M), default=None
+        Positions of keys and queries for the causal mask (none when None).
+    read_after : bool, default=True
+        Keep ``kpos <= qpos`` (True) or ``kpos < qpos`` (False).
+    window : int, default=None
+        Also require ``kpos > qpos - window``.
+    module : object, default=None
+        Where ``get_function`` is looked up (CuPy when None).
 
     Returns
     -------

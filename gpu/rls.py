@@ -29,6 +29,7 @@ def rls_masked_combine(base, R, E, read_after=True, *, out=None, module=None):
     Returns
     -------
     O : array of shape (B, C, d_v)
+        The combined causal outputs.
 
     Notes
     -----

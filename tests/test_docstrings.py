@@ -58,15 +58,7 @@ PUBLIC_MODULES = [
 #: one is an expected failure with the codes it failed on, until its owner
 #: fixes it (non-strict, so a fix simply turns it into XPASS). Remove entries
 #: as they are fixed.
-KNOWN_FAILURES = {
-    "ttrlearn.gpu._loader.get_module": "PR01, RT01 (issue 4): parameters and "
-    "Returns not documented",
-    "ttrlearn.gpu._loader.gpu_available": "RT01 (issue 4): no Returns section",
-    "ttrlearn.gpu.kernel_regression.local_linear_moments": "PR01 (issue 4): "
-    "parameters not documented",
-    "ttrlearn.gpu.rls.rls_masked_combine": "RT03 (issue 4): Returns entry has "
-    "no description",
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 IGNORED_EVERYWHERE = {"GL01", "GL02", "RT02", "EX01"}
 CLASS_ONLY = {"ES01", "SA01"}
