@@ -54,18 +54,27 @@ def load_all(quick=False):
     if sm is not None:
         out["sunspots"] = (
             sm.datasets.sunspots.load_pandas().data["SUNACTIVITY"].to_numpy(float),
-            11, "statsmodels sunspots (yearly)")
+            11,
+            "statsmodels sunspots (yearly)",
+        )
         weekly = sm.datasets.co2.load_pandas().data["co2"]
         out["co2"] = (
             weekly.resample("MS").mean().interpolate().to_numpy(float),
-            12, "statsmodels co2, monthly means (5 empty months interpolated)")
+            12,
+            "statsmodels co2, monthly means (5 empty months interpolated)",
+        )
         out["nile"] = (
             sm.datasets.nile.load_pandas().data["volume"].to_numpy(float),
-            1, "statsmodels nile (yearly)")
+            1,
+            "statsmodels nile (yearly)",
+        )
         if not quick:
             el = sm.datasets.elnino.load_pandas().data
-            out["elnino"] = (el.iloc[:, 1:].to_numpy(float).ravel(), 12,
-                             "statsmodels elnino, Nino 1+2 SST monthly 1950-2010")
+            out["elnino"] = (
+                el.iloc[:, 1:].to_numpy(float).ravel(),
+                12,
+                "statsmodels elnino, Nino 1+2 SST monthly 1950-2010",
+            )
     else:
         for name in ("sunspots", "co2", "nile"):
             s = load_series(name)
@@ -138,8 +147,13 @@ def classical(period, window):
 
         def snarimax():
             return time_series.SNARIMAX(
-                p=min(window, 12), d=1, q=1, m=m, sp=1 if m > 1 else 0,
-                sd=0, sq=0,
+                p=min(window, 12),
+                d=1,
+                q=1,
+                m=m,
+                sp=1 if m > 1 else 0,
+                sd=0,
+                sq=0,
                 regressor=preprocessing.StandardScaler()
                 | linear_model.LinearRegression(
                     intercept_init=0.0, optimizer=optim.SGD(0.01), intercept_lr=0.01
@@ -148,7 +162,9 @@ def classical(period, window):
 
         def holt_winters():
             return time_series.HoltWinters(
-                alpha=0.3, beta=0.1, gamma=0.6 if m > 1 else None,
+                alpha=0.3,
+                beta=0.1,
+                gamma=0.6 if m > 1 else None,
                 seasonality=m if m > 1 else 0,
             )
 
@@ -174,9 +190,13 @@ def _short(label):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="two short series only")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="time each method as the best of this many runs (runs "
-                   "over 2 s are not repeated)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="time each method as the best of this many runs (runs "
+        "over 2 s are not repeated)",
+    )
     args = p.parse_args(argv)
 
     # compile the numba kernels once, so JIT time is not charged to a series
@@ -210,15 +230,19 @@ def main(argv=None):
     for name, (row, n, period, window, warmup, source) in table.items():
         naive = row["naive"][0]
         scored = next(iter(row.values()))[3]
-        print(f"### {name}: {source}; n={n}, period={period}, window={window}, "
-              f"scored {scored} forecasts after a warm-up of {warmup}\n")
+        print(
+            f"### {name}: {source}; n={n}, period={period}, window={window}, "
+            f"scored {scored} forecasts after a warm-up of {warmup}\n"
+        )
         print("| method | MAE | / naive | MASE | seconds |")
         print("|---|---:|---:|---:|---:|")
         best = min(v[0] for v in row.values())
         for label, (mae, mase, dt, _) in row.items():
             mark = " **best**" if mae == best else ""
-            print(f"| {label}{mark} | {mae:.4g} | {mae / naive:.3f} | {mase:.3f} "
-                  f"| {dt:.3f} |")
+            print(
+                f"| {label}{mark} | {mae:.4g} | {mae / naive:.3f} | {mase:.3f} "
+                f"| {dt:.3f} |"
+            )
         print()
     mems = ["RLS", "gated delta", "kernel NW"]
     print("## Summary: MAE / naive persistence (< 1 beats persistence)\n")
@@ -229,8 +253,9 @@ def main(argv=None):
         naive = row["naive"][0]
         cells = [f"{row[c][0] / naive:.3f}" if c in row else "-" for c in cols]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    beats = all(min(row[m][0] for m in mems) < row["naive"][0]
-                for row, *_ in table.values())
+    beats = all(
+        min(row[m][0] for m in mems) < row["naive"][0] for row, *_ in table.values()
+    )
     print(f"\nat least one memory beats persistence on every series: {beats}")
     return 0
 
