@@ -17,28 +17,18 @@ from ttrlearn.gpu.kernel_regression import (
 )
 from ttrlearn.kernels.cupy._common import as_f64, contiguous, launch_module, xp_of
 from ttrlearn.kernels.numpy.kernel_regression import KERNELS
+from ttrlearn.kernels.numpy.kernel_regression import kr_log_kernel as _kr_log_kernel
 
 __all__ = ["KERNELS", "kr_log_kernel", "kr_read"]
 
 
-def kr_log_kernel(Q, K, kernel, h):
-    """``log kappa_h(q, k)`` for all pairs, shape (m, n)."""
-    xp = xp_of(Q, K)
-    if kernel == "softmax":
-        return (Q @ K.T) / h
-    sq = (
-        xp.einsum("ij,ij->i", Q, Q)[:, None]
-        + xp.einsum("ij,ij->i", K, K)[None, :]
-        - 2.0 * (Q @ K.T)
-    )
-    sq = xp.maximum(sq, 0)
-    if kernel == "gaussian":
-        return sq / (-2.0 * h * h)
-    if kernel == "laplacian":
-        return -xp.sqrt(sq) / h
-    u2 = sq / (h * h)
-    with np.errstate(divide="ignore"):
-        return xp.where(u2 < 1, xp.log(xp.maximum(1.0 - u2, 0.0)), -np.inf)
+def kr_log_kernel(Q, K, kernel, h, xp=np):
+    """``log kappa_h(q, k)`` for all pairs, shape (m, n).
+
+    Same signature as the numpy kernel; the array module is taken from the
+    inputs (``xp`` is ignored).
+    """
+    return _kr_log_kernel(Q, K, kernel, h, xp=xp_of(Q, K))
 
 
 def kr_read(

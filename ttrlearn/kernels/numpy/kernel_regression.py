@@ -18,23 +18,26 @@ __all__ = ["KERNELS", "kr_log_kernel", "kr_read"]
 KERNELS = ("softmax", "gaussian", "laplacian", "epanechnikov")
 
 
-def kr_log_kernel(Q, K, kernel, h):
-    """``log kappa_h(q, k)`` for all pairs, shape (m, n)."""
+def kr_log_kernel(Q, K, kernel, h, xp=np):
+    """``log kappa_h(q, k)`` for all pairs, shape (m, n).
+
+    ``xp`` is the array module (NumPy here; the CuPy kernels pass CuPy).
+    """
     if kernel == "softmax":
         return (Q @ K.T) / h
     sq = (
-        np.einsum("ij,ij->i", Q, Q)[:, None]
-        + np.einsum("ij,ij->i", K, K)[None, :]
+        xp.einsum("ij,ij->i", Q, Q)[:, None]
+        + xp.einsum("ij,ij->i", K, K)[None, :]
         - 2.0 * (Q @ K.T)
     )
-    np.maximum(sq, 0, out=sq)
+    sq = xp.maximum(sq, 0)
     if kernel == "gaussian":
         return sq / (-2.0 * h * h)
     if kernel == "laplacian":
-        return -np.sqrt(sq) / h
+        return -xp.sqrt(sq) / h
     u2 = sq / (h * h)
     with np.errstate(divide="ignore"):
-        return np.where(u2 < 1, np.log(np.maximum(1.0 - u2, 0.0)), -np.inf)
+        return xp.where(u2 < 1, xp.log(xp.maximum(1.0 - u2, 0.0)), -np.inf)
 
 
 def kr_read(
