@@ -116,8 +116,9 @@ def test_linear_attention_crosstalk_law(ratio):
 
 @pytest.mark.parametrize("N", [1, D // 4, D // 2, D])
 def test_linear_attention_exact_with_orthonormal_keys(N):
-    res = capacity_recall(LinearAttentionMemory(), N, D, keys="orthogonal",
-                          n_trials=3, seed=2)
+    res = capacity_recall(
+        LinearAttentionMemory(), N, D, keys="orthogonal", n_trials=3, seed=2
+    )
     assert res.rel_mse < 1e-20
     assert res.accuracy == 1.0
 
@@ -172,8 +173,9 @@ def test_forgetting_mqar_decaying_memories_recall_the_latest_value():
 
 
 def test_qknorm_fixes_softmax_recall_with_unequal_key_norms():
-    res = qknorm_experiment(d=32, n_pairs=32, norm_range=10.0,
-                            temperatures=(0.1, 0.5), n_trials=4, seed=0)
+    res = qknorm_experiment(
+        d=32, n_pairs=32, norm_range=10.0, temperatures=(0.1, 0.5), n_trials=4, seed=0
+    )
     for tau in (0.1, 0.5):
         raw, qk = res[(tau, False)], res[(tau, True)]
         assert qk.accuracy > raw.accuracy + 0.3, tau
@@ -191,12 +193,20 @@ def test_local_linear_beats_nadaraya_watson_at_equal_bandwidth():
 def test_study_records_and_cost_guard(tmp_path):
     mems = {
         "la": LinearAttentionMemory(),
-        "ll": KernelRegressionMemory(kernel="gaussian", bandwidth=0.5,
-                                     normalize_qk=True, order=1),
+        "ll": KernelRegressionMemory(
+            kernel="gaussian", bandwidth=0.5, normalize_qk=True, order=1
+        ),
     }
-    out = run_mqar_study(mems, dims=(8,), ratios=(0.5, 2.0), n_trials=1,
-                         findings=False, max_cost=1e4, progress=False,
-                         verbose=False)
+    out = run_mqar_study(
+        mems,
+        dims=(8,),
+        ratios=(0.5, 2.0),
+        n_trials=1,
+        findings=False,
+        max_cost=1e4,
+        progress=False,
+        verbose=False,
+    )
     recs = {(r["mode"], r["memory"], r["ratio"]): r for r in out["records"]}
     assert len(recs) == 8
     assert recs[("capacity", "la", 0.5)]["n_pairs"] == 4
@@ -213,9 +223,24 @@ def test_cli_runs_and_writes_the_png(tmp_path, capsys):
     from ttrlearn.cli import main
 
     png = tmp_path / "mqar.png"
-    rc = main(["mqar", "--quick", "--dims", "16", "--ratios", "0.5", "2",
-               "--memories", "la", "rls", "softmax-0.1", "--output", str(png),
-               "--no-progress"])
+    rc = main(
+        [
+            "mqar",
+            "--quick",
+            "--dims",
+            "16",
+            "--ratios",
+            "0.5",
+            "2",
+            "--memories",
+            "la",
+            "rls",
+            "softmax-0.1",
+            "--output",
+            str(png),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = capsys.readouterr().out

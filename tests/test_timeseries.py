@@ -251,9 +251,7 @@ def test_prequential_chunked_equals_loop(memory, relative):
     np.testing.assert_array_equal(fast.origins, slow.origins)
     assert fast.origins[0] == 4  # first full window: 4 keys + 1 target
     assert_close(fast.forecasts, slow.forecasts, scale=1.0)
-    assert_close(
-        fast.forecaster.forecast(2), slow.forecaster.forecast(2), scale=1.0
-    )
+    assert_close(fast.forecaster.forecast(2), slow.forecaster.forecast(2), scale=1.0)
 
 
 def test_prequential_never_scores_an_empty_memory():
@@ -337,8 +335,17 @@ def test_cli_forecast_csv(tmp_path, capsys):
     x = _ar2(150) + 10
     csv.write_text("t,other,value\n" + "".join(f"{i},x,{v}\n" for i, v in enumerate(x)))
     code = cli_main(
-        ["--csv", str(csv), "--column", "value", "--memory", "rls",
-         "--window", "3", "--no-plot"]
+        [
+            "--csv",
+            str(csv),
+            "--column",
+            "value",
+            "--memory",
+            "rls",
+            "--window",
+            "3",
+            "--no-plot",
+        ]
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -353,5 +360,9 @@ def test_cli_forecast_csv(tmp_path, capsys):
 
 
 def test_memories_are_discovered():
-    assert {GatedDeltaMemory, KernelRegressionMemory, LinearAttentionMemory,
-            RLSMemory} <= set(MEMORIES)
+    assert {
+        GatedDeltaMemory,
+        KernelRegressionMemory,
+        LinearAttentionMemory,
+        RLSMemory,
+    } <= set(MEMORIES)

@@ -165,8 +165,9 @@ def _decode(V_hat, cand_emb):
     return np.argmax(score, axis=1)
 
 
-def mqar_recall(memory, inputs, labels, embeddings, *, candidates="values",
-                read="after"):
+def mqar_recall(
+    memory, inputs, labels, embeddings, *, candidates="values", read="after"
+):
     """Stream MQAR sequences through a memory and score its recalls.
 
     Each example gets a fresh clone of ``memory``, which absorbs the shifted
@@ -295,8 +296,9 @@ def capacity_recall(memory, n_pairs, d, *, keys="unit", n_trials=1, seed=None):
 
 
 # --------------------------------------------------------------------- findings
-def qknorm_experiment(d=32, n_pairs=32, *, norm_range=10.0, temperatures=(0.1, 0.5),
-                      n_trials=4, seed=0):
+def qknorm_experiment(
+    d=32, n_pairs=32, *, norm_range=10.0, temperatures=(0.1, 0.5), n_trials=4, seed=0
+):
     """Softmax recall with and without QKNorm on keys of unequal norms.
 
     Keys are random unit directions scaled by norms log-uniform in
@@ -366,8 +368,17 @@ def _forgetting_memories():
     }
 
 
-def forgetting_experiment(memories=None, *, d=64, n_pairs=8, n_updates=4,
-                          seq_len=48, vocab_size=128, n_examples=32, seed=0):
+def forgetting_experiment(
+    memories=None,
+    *,
+    d=64,
+    n_pairs=8,
+    n_updates=4,
+    seq_len=48,
+    vocab_size=128,
+    n_examples=32,
+    seed=0,
+):
     """Recall of the latest value on forgetting-MQAR.
 
     Parameters
@@ -406,8 +417,7 @@ def forgetting_experiment(memories=None, *, d=64, n_pairs=8, n_updates=4,
     return out
 
 
-def local_linear_experiment(*, n_keys=400, d_k=2, bandwidth=0.2, n_queries=400,
-                            seed=0):
+def local_linear_experiment(*, n_keys=400, d_k=2, bandwidth=0.2, n_queries=400, seed=0):
     """Nadaraya-Watson versus local-linear recall of a smooth nonlinear map.
 
     Keys uniform in ``[-1, 1]^d_k``, values ``f(k) = sin(3 k_1) cos(2 k_2) +
@@ -494,7 +504,10 @@ def default_memories():
         "local-linear": (
             "local-linear attention (h=0.5)",
             KernelRegressionMemory(
-                kernel="gaussian", bandwidth=0.5, normalize_qk=True, order=1,
+                kernel="gaussian",
+                bandwidth=0.5,
+                normalize_qk=True,
+                order=1,
                 alpha=1e-6,
             ),
         ),
@@ -532,9 +545,7 @@ def _resolve_memories(memories):
     out = {}
     for key in memories:
         if key not in avail:
-            raise ValueError(
-                f"unknown memory {key!r}; choose from {', '.join(avail)}"
-            )
+            raise ValueError(f"unknown memory {key!r}; choose from {', '.join(avail)}")
         label, est = avail[key]
         out[label] = est
     return out
@@ -599,8 +610,10 @@ def _plot(records, names, dims, ratios, output):
                 y = []
                 for ratio in ratios:
                     rec = records.get((mode, name, d, ratio))
-                    ok = rec is not None and not rec.get("skipped") and not rec.get(
-                        "error"
+                    ok = (
+                        rec is not None
+                        and not rec.get("skipped")
+                        and not rec.get("error")
                     )
                     y.append(rec[metric] if ok else np.nan)
                 y = np.asarray(y, dtype=float)
@@ -609,10 +622,20 @@ def _plot(records, names, dims, ratios, output):
                 ax.plot(r, y, marker="o", ms=3, color=colors(c), label=name)
             if mode == "capacity" and metric == "rel_mse":
                 N = np.maximum(np.round(r * d), 1)
-                ax.plot(r, np.maximum((N - 1) / d, 1e-8), "k--", lw=1,
-                        label="theory: LA (N-1)/d")
-                ax.plot(r, np.maximum((N - d) / N, 1e-8), "k:", lw=1,
-                        label="theory: LS max(0, N-d)/N")
+                ax.plot(
+                    r,
+                    np.maximum((N - 1) / d, 1e-8),
+                    "k--",
+                    lw=1,
+                    label="theory: LA (N-1)/d",
+                )
+                ax.plot(
+                    r,
+                    np.maximum((N - d) / N, 1e-8),
+                    "k:",
+                    lw=1,
+                    label="theory: LS max(0, N-d)/N",
+                )
             ax.set_xscale("log", base=2)
             if metric == "rel_mse":
                 ax.set_yscale("log")
@@ -625,8 +648,14 @@ def _plot(records, names, dims, ratios, output):
     handles, labels = axes[1, 0].get_legend_handles_labels()
     right = 1 - legend_in / width
     fig.tight_layout(rect=(0, 0, right, 1))
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(right, 0.5),
-               fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="center left",
+        bbox_to_anchor=(right, 0.5),
+        fontsize=8,
+        frameon=False,
+    )
     fig.savefig(output, dpi=110)
     plt.close(fig)
 
@@ -634,25 +663,38 @@ def _plot(records, names, dims, ratios, output):
 def _print_findings(findings, out):
     q = findings.get("qknorm")
     if q:
-        print(f"\nQKNorm: softmax recall of keys with norms in [1/{q['norm_range']:g}, "
-              f"1] (d={q['d']}, N={q['n_pairs']}, same temperature)", file=out)
-        print(f"{'temperature':>12s} {'QKNorm':>7s} {'accuracy':>9s} {'rel. MSE':>9s}",
-              file=out)
+        print(
+            f"\nQKNorm: softmax recall of keys with norms in [1/{q['norm_range']:g}, "
+            f"1] (d={q['d']}, N={q['n_pairs']}, same temperature)",
+            file=out,
+        )
+        print(
+            f"{'temperature':>12s} {'QKNorm':>7s} {'accuracy':>9s} {'rel. MSE':>9s}",
+            file=out,
+        )
         for (tau, norm), res in q["results"].items():
-            print(f"{tau:12g} {'yes' if norm else 'no':>7s} {res.accuracy:9.1%} "
-                  f"{res.rel_mse:9.3f}", file=out)
+            print(
+                f"{tau:12g} {'yes' if norm else 'no':>7s} {res.accuracy:9.1%} "
+                f"{res.rel_mse:9.3f}",
+                file=out,
+            )
     f = findings.get("forgetting")
     if f:
-        print("\nforgetting-MQAR: recall of the latest value "
-              f"(d={f['d']}, {f['n_pairs']} keys, {f['n_updates']} re-assigned)",
-              file=out)
+        print(
+            "\nforgetting-MQAR: recall of the latest value "
+            f"(d={f['d']}, {f['n_pairs']} keys, {f['n_updates']} re-assigned)",
+            file=out,
+        )
         print(f"{'memory':32s} {'all keys':>9s} {'updated':>9s}", file=out)
         for name, (res, upd) in f["results"].items():
             print(f"{name:32s} {res.accuracy:9.1%} {upd:9.1%}", file=out)
     ll = findings.get("local_linear")
     if ll:
-        print("\nhigher-order attention: smooth nonlinear target, keys in R^2, "
-              "Gaussian kernel h=0.2", file=out)
+        print(
+            "\nhigher-order attention: smooth nonlinear target, keys in R^2, "
+            "Gaussian kernel h=0.2",
+            file=out,
+        )
         for name, mse in ll.items():
             print(f"{name:32s} MSE {mse:.5f}", file=out)
 
@@ -743,8 +785,18 @@ def run_mqar_study(
             bar = tqdm(total=total, desc="ttrlearn mqar", unit="run", file=sys.stderr)
     records = {}
     with threadpool_limits(limits=blas_threads, user_api="blas"):
-        _sweep(records, mems, names, dims, ratios, n_trials, seed, vocab_size,
-               max_cost, bar)
+        _sweep(
+            records,
+            mems,
+            names,
+            dims,
+            ratios,
+            n_trials,
+            seed,
+            vocab_size,
+            max_cost,
+            bar,
+        )
     if bar is not None:
         bar.close()
     found = {}
@@ -760,12 +812,16 @@ def run_mqar_study(
     if verbose:
         out = sys.stdout
         _print_tables(records, names, dims, ratios, out)
-        skipped = sorted({(n, m, d) for (m, n, d, _), r in records.items()
-                          if r.get("skipped")})
+        skipped = sorted(
+            {(n, m, d) for (m, n, d, _), r in records.items() if r.get("skipped")}
+        )
         if skipped:
-            print(f"\n'-': skipped, estimated cost of one run > {max_cost:g} "
-                  "(dense per-query or per-token work) at larger N for: "
-                  + "; ".join(f"{n} ({m}, d={d})" for n, m, d in skipped), file=out)
+            print(
+                f"\n'-': skipped, estimated cost of one run > {max_cost:g} "
+                "(dense per-query or per-token work) at larger N for: "
+                + "; ".join(f"{n} ({m}, d={d})" for n, m, d in skipped),
+                file=out,
+            )
         _print_findings(found, out)
     if output is not None:
         _plot(records, names, dims, ratios, output)
@@ -774,8 +830,9 @@ def run_mqar_study(
     return dict(records=list(records.values()), findings=found, output=output)
 
 
-def _sweep(records, mems, names, dims, ratios, n_trials, seed, vocab_size, max_cost,
-           bar):
+def _sweep(
+    records, mems, names, dims, ratios, n_trials, seed, vocab_size, max_cost, bar
+):
     for d in dims:
         for i, ratio in enumerate(ratios):
             N = max(1, round(ratio * d))
@@ -797,7 +854,10 @@ def _sweep(records, mems, names, dims, ratios, n_trials, seed, vocab_size, max_c
                         try:
                             if mode == "capacity":
                                 res = capacity_recall(
-                                    mems[name], N, d, n_trials=n_trials,
+                                    mems[name],
+                                    N,
+                                    d,
+                                    n_trials=n_trials,
                                     seed=int(cap_seed),
                                 )
                             else:
@@ -832,25 +892,53 @@ def cli_main(argv=None):
         "stored random pairs (capacity) and zoology's MQAR token task with a "
         "one-token shift; prints tables and findings, writes a PNG.",
     )
-    p.add_argument("--memories", nargs="+", choices=ids, default=None, metavar="ID",
-                   help=f"memories to run (default: all): {', '.join(ids)}")
-    p.add_argument("--dims", nargs="+", type=int, default=None,
-                   help="widths d (default: 32 64 128)")
-    p.add_argument("--ratios", nargs="+", type=float, default=None,
-                   help="loads N/d (default: 1/8 .. 4)")
-    p.add_argument("--trials", type=int, default=None,
-                   help="draws / sequences per point (default: 3)")
-    p.add_argument("--output", default="mqar_capacity.png",
-                   help="PNG path (default: mqar_capacity.png)")
+    p.add_argument(
+        "--memories",
+        nargs="+",
+        choices=ids,
+        default=None,
+        metavar="ID",
+        help=f"memories to run (default: all): {', '.join(ids)}",
+    )
+    p.add_argument(
+        "--dims",
+        nargs="+",
+        type=int,
+        default=None,
+        help="widths d (default: 32 64 128)",
+    )
+    p.add_argument(
+        "--ratios",
+        nargs="+",
+        type=float,
+        default=None,
+        help="loads N/d (default: 1/8 .. 4)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="draws / sequences per point (default: 3)",
+    )
+    p.add_argument(
+        "--output",
+        default="mqar_capacity.png",
+        help="PNG path (default: mqar_capacity.png)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true",
-                   help="a small run (d=32, N/d in {1/4, 1, 4}, 1 trial): seconds")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small run (d=32, N/d in {1/4, 1, 4}, 1 trial): seconds",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
     quick = args.quick
     dims = args.dims if args.dims is not None else ([32] if quick else [32, 64, 128])
-    ratios = args.ratios if args.ratios is not None else (
-        [0.25, 1.0, 4.0] if quick else list(DEFAULT_RATIOS)
+    ratios = (
+        args.ratios
+        if args.ratios is not None
+        else ([0.25, 1.0, 4.0] if quick else list(DEFAULT_RATIOS))
     )
     trials = args.trials if args.trials is not None else (1 if quick else 3)
     for d in dims:
@@ -863,15 +951,25 @@ def cli_main(argv=None):
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("ttrlearn mqar: the plot needs matplotlib: "
-              "pip install 'ttrlearn[examples]'", file=sys.stderr)
+        print(
+            "ttrlearn mqar: the plot needs matplotlib: "
+            "pip install 'ttrlearn[examples]'",
+            file=sys.stderr,
+        )
         return 2
     t0 = time.perf_counter()
-    print(f"ttrlearn mqar: d in {dims}, N/d in "
-          f"{[_ratio_label(r) for r in sorted(ratios)]}, {trials} trial(s) per point")
+    print(
+        f"ttrlearn mqar: d in {dims}, N/d in "
+        f"{[_ratio_label(r) for r in sorted(ratios)]}, {trials} trial(s) per point"
+    )
     run_mqar_study(
-        args.memories, dims, ratios, trials, seed=args.seed,
-        progress=not args.no_progress, output=args.output,
+        args.memories,
+        dims,
+        ratios,
+        trials,
+        seed=args.seed,
+        progress=not args.no_progress,
+        output=args.output,
         findings=True,
     )
     print(f"done in {time.perf_counter() - t0:.1f} s")

@@ -1183,8 +1183,10 @@ def _plot(path, t, x, results, title, steps=1):
         ax1.plot(tt, r.forecasts[:, 0, 0], lw=0.9, label=f"{name}")
         ax2.plot(tt, r.mae_over_time, lw=1.0, label=name)
     ax1.set_ylabel("value")
-    what = "one-step-ahead forecasts" if steps == 1 else (
-        f"first step of each {steps}-step forecast"
+    what = (
+        "one-step-ahead forecasts"
+        if steps == 1
+        else (f"first step of each {steps}-step forecast")
     )
     ax1.set_title(f"{title}: {what} (test-then-train)")
     ax1.legend(fontsize=7, ncol=2)
@@ -1224,24 +1226,38 @@ def cli_main(argv=None):
         description="Prequential (test-then-train) forecasting of a series by "
         "memories, against naive persistence and the seasonal naive forecast.",
     )
-    p.add_argument("--series", default="sunspots", choices=sorted(SERIES),
-                   help="bundled series (default: sunspots)")
+    p.add_argument(
+        "--series",
+        default="sunspots",
+        choices=sorted(SERIES),
+        help="bundled series (default: sunspots)",
+    )
     p.add_argument("--csv", help="read the series from this CSV file instead")
     p.add_argument("--column", help="CSV column (default: last numeric column)")
-    p.add_argument("--fill", default="none", choices=["none", "interpolate", "ffill"],
-                   help="how to fill gaps (empty cells) in the CSV (default: "
-                   "none, a gap is an error)")
-    p.add_argument("--memory", nargs="+",
-                   choices=["rls", "gated-delta", "kernel", "linear-attention"],
-                   help="memories to run (default: rls gated-delta kernel)")
+    p.add_argument(
+        "--fill",
+        default="none",
+        choices=["none", "interpolate", "ffill"],
+        help="how to fill gaps (empty cells) in the CSV (default: "
+        "none, a gap is an error)",
+    )
+    p.add_argument(
+        "--memory",
+        nargs="+",
+        choices=["rls", "gated-delta", "kernel", "linear-attention"],
+        help="memories to run (default: rls gated-delta kernel)",
+    )
     p.add_argument("--window", type=int, help="key window (default: max(12, 2*period))")
     p.add_argument("--horizon", type=int, default=1, help="steps ahead scored")
     p.add_argument("--strategy", default="recursive", choices=["recursive", "direct"])
-    p.add_argument("--period", type=int,
-                   help="seasonal period (default: the series'; 1 for a CSV)")
-    p.add_argument("--warmup", type=int,
-                   help="observations before the first scored forecast "
-                   "(default: 2 * window)")
+    p.add_argument(
+        "--period", type=int, help="seasonal period (default: the series'; 1 for a CSV)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        help="observations before the first scored forecast (default: 2 * window)",
+    )
     p.add_argument("--output", default="ttrlearn-forecast.png", help="PNG path")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     args = p.parse_args(argv)
@@ -1276,14 +1292,20 @@ def cli_main(argv=None):
 
     naive = results["naive persistence"].mae
     first = next(iter(results.values()))
-    print(f"ttrlearn forecast: {title}, {x.size} observations; window {w}, "
-          f"{args.horizon}-step forecasts ({args.strategy}), scored from t = "
-          f"{first.origins[0]} ({first.origins.size} forecasts, test-then-train)")
-    print(f"{'method':40s} {'MAE':>10s} {'RMSE':>10s} {'MASE':>7s} "
-          f"{'vs naive':>8s} {'seconds':>8s}")
+    print(
+        f"ttrlearn forecast: {title}, {x.size} observations; window {w}, "
+        f"{args.horizon}-step forecasts ({args.strategy}), scored from t = "
+        f"{first.origins[0]} ({first.origins.size} forecasts, test-then-train)"
+    )
+    print(
+        f"{'method':40s} {'MAE':>10s} {'RMSE':>10s} {'MASE':>7s} "
+        f"{'vs naive':>8s} {'seconds':>8s}"
+    )
     for name, r in results.items():
-        print(f"{name:40s} {r.mae:10.4g} {r.rmse:10.4g} {r.mase:7.3f} "
-              f"{r.mae / naive:8.3f} {r.elapsed:8.3f}")
+        print(
+            f"{name:40s} {r.mae:10.4g} {r.rmse:10.4g} {r.mase:7.3f} "
+            f"{r.mae / naive:8.3f} {r.elapsed:8.3f}"
+        )
     if not args.no_plot:
         try:
             _plot(args.output, t, x, results, title, steps=args.horizon)
