@@ -20,8 +20,8 @@ from ttrlearn import (
 from ttrlearn.datasets import make_mqar
 from ttrlearn.recall import (
     capacity_recall,
-    cli_main,
     forgetting_experiment,
+    format_mqar_study,
     local_linear_experiment,
     mqar_recall,
     qknorm_experiment,
@@ -190,7 +190,7 @@ def test_local_linear_beats_nadaraya_watson_at_equal_bandwidth():
 
 
 # ------------------------------------------------------------------ study, CLI
-def test_study_records_and_cost_guard(tmp_path):
+def test_study_records_and_cost_guard(tmp_path, capsys):
     mems = {
         "la": LinearAttentionMemory(),
         "ll": KernelRegressionMemory(
@@ -205,7 +205,6 @@ def test_study_records_and_cost_guard(tmp_path):
         findings=False,
         max_cost=1e4,
         progress=False,
-        verbose=False,
     )
     recs = {(r["mode"], r["memory"], r["ratio"]): r for r in out["records"]}
     assert len(recs) == 8
@@ -215,8 +214,16 @@ def test_study_records_and_cost_guard(tmp_path):
     assert "accuracy" in recs[("capacity", "ll", 0.5)]
     assert recs[("capacity", "ll", 2.0)].get("skipped")
     assert recs[("mqar", "ll", 2.0)].get("skipped")
+    # the library prints nothing; the text is format_mqar_study's
+    assert capsys.readouterr().out == ""
+    text = format_mqar_study(out)
+    assert text.count("(columns: N/d)") == 4
+    row = next(r for r in text.splitlines() if r.startswith("ll "))
+    assert row.split()[-1] == "-"
+    assert "skipped, estimated cost of one run > 10000" in text
+    assert "ll (capacity, d=8); ll (mqar, d=8)" in text
     with pytest.raises(ValueError, match="unknown memory"):
-        run_mqar_study(["nope"], verbose=False, progress=False)
+        run_mqar_study(["nope"], progress=False)
 
 
 def test_cli_runs_and_writes_the_png(tmp_path, capsys):
@@ -247,10 +254,13 @@ def test_cli_runs_and_writes_the_png(tmp_path, capsys):
     assert "capacity: N random unit pairs" in text
     assert "RLS (alpha=1e-6)" in text
     assert "QKNorm" in text and "forgetting-MQAR" in text
+    assert f"plot written to {png}" in text
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
+    from ttrlearn.cli import mqar
+
     with pytest.raises(SystemExit):
-        cli_main(["--memories", "nope"])
+        mqar(["--memories", "nope"])
     with pytest.raises(SystemExit):
-        cli_main(["--trials", "0", "--output", str(tmp_path / "x.png")])
+        mqar(["--trials", "0", "--output", str(tmp_path / "x.png")])

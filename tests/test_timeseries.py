@@ -21,6 +21,7 @@ from ttrlearn import (
     LinearAttentionMemory,
     RLSMemory,
 )
+from ttrlearn.cli import forecast as cli_forecast
 from ttrlearn.datasets._series import SERIES, load_series
 from ttrlearn.timeseries import (
     DelayEmbedding,
@@ -28,7 +29,6 @@ from ttrlearn.timeseries import (
     SeasonalNaiveForecaster,
     StreamingForecaster,
     check_series,
-    cli_main,
     evaluate_prequential,
 )
 
@@ -324,7 +324,7 @@ def test_bundled_series_equal_statsmodels():
 def test_cli_forecast_default_series(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     png = tmp_path / "f.png"
-    assert cli_main(["--output", str(png)]) == 0
+    assert cli_forecast(["--output", str(png)]) == 0
     out = capsys.readouterr().out
     assert "sunspots" in out and "naive persistence" in out and "MASE" in out
     assert png.stat().st_size > 1000
@@ -334,7 +334,7 @@ def test_cli_forecast_csv(tmp_path, capsys):
     csv = tmp_path / "s.csv"
     x = _ar2(150) + 10
     csv.write_text("t,other,value\n" + "".join(f"{i},x,{v}\n" for i, v in enumerate(x)))
-    code = cli_main(
+    code = cli_forecast(
         [
             "--csv",
             str(csv),
@@ -352,10 +352,10 @@ def test_cli_forecast_csv(tmp_path, capsys):
     assert "value" in out and "RLS" in out
     gap = tmp_path / "gap.csv"
     gap.write_text("v\n1\n2\n\n4\n" + "".join(f"{i}\n" for i in range(40)))
-    assert cli_main(["--csv", str(gap), "--no-plot"]) == 2
+    assert cli_forecast(["--csv", str(gap), "--no-plot"]) == 2
     assert "gap" in capsys.readouterr().err
-    assert cli_main(["--csv", str(gap), "--fill", "interpolate", "--no-plot"]) == 0
-    assert cli_main(["--csv", str(csv), "--column", "nope", "--no-plot"]) == 2
+    assert cli_forecast(["--csv", str(gap), "--fill", "interpolate", "--no-plot"]) == 0
+    assert cli_forecast(["--csv", str(csv), "--column", "nope", "--no-plot"]) == 2
     assert "nope" in capsys.readouterr().err
 
 

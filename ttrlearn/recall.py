@@ -25,7 +25,6 @@ memory over ``d`` and the load ``N / d`` and is what ``ttrlearn mqar`` runs.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,9 +43,9 @@ __all__ = [
     "DEFAULT_RATIOS",
     "RecallResult",
     "capacity_recall",
-    "cli_main",
     "default_memories",
     "forgetting_experiment",
+    "format_mqar_study",
     "local_linear_experiment",
     "mqar_recall",
     "qknorm_experiment",
@@ -556,7 +555,8 @@ def _ratio_label(r):
     return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
-def _print_tables(records, names, dims, ratios, out):
+def _table_lines(records, names, dims, ratios):
+    lines = []
     for mode, title in (
         ("capacity", "capacity: N random unit pairs stored, all N recalled"),
         ("mqar", "MQAR: N key-value pairs, zoology layout, one-token shift"),
@@ -565,9 +565,9 @@ def _print_tables(records, names, dims, ratios, out):
             ("accuracy", "{:6.1%}", "accuracy"),
             ("rel_mse", "{:6.3f}", "relative MSE ||v_hat - v||^2 / ||v||^2"),
         ):
-            print(f"\n{title} -- {head}", file=out)
+            lines.append(f"\n{title} -- {head}")
             cols = "".join(f"{_ratio_label(r):>7s}" for r in ratios)
-            print(f"{'memory':40s}{'d':>5s} {cols}   (columns: N/d)", file=out)
+            lines.append(f"{'memory':40s}{'d':>5s} {cols}   (columns: N/d)")
             for name in names:
                 for d in dims:
                     cells = []
@@ -581,7 +581,8 @@ def _print_tables(records, names, dims, ratios, out):
                             v = rec[metric]
                             s = fmt.format(v) if v < 1e3 else f"{v:6.0e}"
                             cells.append(f"{s:>7s}")
-                    print(f"{name[:40]:40s}{d:5d} {''.join(cells)}", file=out)
+                    lines.append(f"{name[:40]:40s}{d:5d} {''.join(cells)}")
+    return lines
 
 
 def _plot(records, names, dims, ratios, output):
@@ -660,43 +661,73 @@ def _plot(records, names, dims, ratios, output):
     plt.close(fig)
 
 
-def _print_findings(findings, out):
+def _findings_lines(findings):
+    lines = []
     q = findings.get("qknorm")
     if q:
-        print(
+        lines.append(
             f"\nQKNorm: softmax recall of keys with norms in [1/{q['norm_range']:g}, "
-            f"1] (d={q['d']}, N={q['n_pairs']}, same temperature)",
-            file=out,
+            f"1] (d={q['d']}, N={q['n_pairs']}, same temperature)"
         )
-        print(
-            f"{'temperature':>12s} {'QKNorm':>7s} {'accuracy':>9s} {'rel. MSE':>9s}",
-            file=out,
+        lines.append(
+            f"{'temperature':>12s} {'QKNorm':>7s} {'accuracy':>9s} {'rel. MSE':>9s}"
         )
         for (tau, norm), res in q["results"].items():
-            print(
-                f"{tau:12g} {'yes' if norm else 'no':>7s} {res.accuracy:9.1%} "
-                f"{res.rel_mse:9.3f}",
-                file=out,
+            lines.append(
+                f"{tau:12g} {'yes' if norm else 'no':>7s} "
+                f"{res.accuracy:9.1%} {res.rel_mse:9.3f}"
             )
     f = findings.get("forgetting")
     if f:
-        print(
+        lines.append(
             "\nforgetting-MQAR: recall of the latest value "
-            f"(d={f['d']}, {f['n_pairs']} keys, {f['n_updates']} re-assigned)",
-            file=out,
+            f"(d={f['d']}, {f['n_pairs']} keys, {f['n_updates']} re-assigned)"
         )
-        print(f"{'memory':32s} {'all keys':>9s} {'updated':>9s}", file=out)
+        lines.append(f"{'memory':32s} {'all keys':>9s} {'updated':>9s}")
         for name, (res, upd) in f["results"].items():
-            print(f"{name:32s} {res.accuracy:9.1%} {upd:9.1%}", file=out)
+            lines.append(f"{name:32s} {res.accuracy:9.1%} {upd:9.1%}")
     ll = findings.get("local_linear")
     if ll:
-        print(
+        lines.append(
             "\nhigher-order attention: smooth nonlinear target, keys in R^2, "
-            "Gaussian kernel h=0.2",
-            file=out,
+            "Gaussian kernel h=0.2"
         )
         for name, mse in ll.items():
-            print(f"{name:32s} MSE {mse:.5f}", file=out)
+            lines.append(f"{name:32s} MSE {mse:.5f}")
+    return lines
+
+
+def format_mqar_study(study):
+    """The tables and findings of a study as text (what ``ttrlearn mqar`` prints).
+
+    Parameters
+    ----------
+    study : dict
+        As returned by :func:`run_mqar_study`.
+
+    Returns
+    -------
+    text : str
+        For each mode (capacity, MQAR) and score (accuracy, relative MSE) a
+        table of memories and widths against the load ``N / d`` (``-`` for a
+        skipped run, ``nan`` for a failed one), a note naming the skipped
+        runs, then the findings; no final newline.
+    """
+    names, dims, ratios = study["memories"], study["dims"], study["ratios"]
+    records = {
+        (r["mode"], r["memory"], r["d"], r["ratio"]): r for r in study["records"]
+    }
+    lines = _table_lines(records, names, dims, ratios)
+    skipped = sorted(
+        {(n, m, d) for (m, n, d, _), r in records.items() if r.get("skipped")}
+    )
+    if skipped:
+        lines.append(
+            "\n'-': skipped, estimated cost of one run > "
+            f"{study['max_cost']:g} (dense per-query or per-token work) at "
+            "larger N for: " + "; ".join(f"{n} ({m}, d={d})" for n, m, d in skipped)
+        )
+    return "\n".join(lines + _findings_lines(study["findings"]))
 
 
 def run_mqar_study(
@@ -711,7 +742,6 @@ def run_mqar_study(
     max_cost=3e8,
     blas_threads=1,
     progress=True,
-    verbose=True,
     output=None,
 ):
     """The associative-recall capacity study (``ttrlearn mqar``).
@@ -720,8 +750,9 @@ def run_mqar_study(
     modes on the same data: **capacity** (:func:`capacity_recall`, unit keys)
     and **MQAR** (:func:`mqar_recall` on :func:`ttrlearn.datasets.make_mqar`
     sequences of length ``4 N`` with ``N`` pairs, unit token embeddings,
-    decoding over the value half of the vocabulary). Prints the tables and
-    the findings (QKNorm, forgetting, higher-order attention) and writes a PNG.
+    decoding over the value half of the vocabulary). Also runs the findings
+    (QKNorm, forgetting, higher-order attention) and writes a PNG;
+    :func:`format_mqar_study` turns the result into the printed tables.
 
     Parameters
     ----------
@@ -753,9 +784,7 @@ def run_mqar_study(
         multi-threaded BLAS can stall badly on a busy machine; None leaves
         the setting alone.
     progress : bool, default=True
-        Show a tqdm progress bar (when tqdm is installed).
-    verbose : bool, default=True
-        Print the tables and findings to standard output.
+        Show a tqdm progress bar on standard error (when tqdm is installed).
     output : str or path, default=None
         Where to write the PNG (matplotlib, Agg backend); no plot when None.
 
@@ -765,7 +794,9 @@ def run_mqar_study(
         ``records``: list of dicts with keys ``mode``, ``memory``, ``d``,
         ``ratio``, ``n_pairs``, ``accuracy``, ``rel_mse``, ``seconds`` (and
         ``skipped`` / ``error`` where set); ``findings``: the findings'
-        results; ``output``: the PNG path or None.
+        results; ``output``: the PNG path or None; ``memories``, ``dims``,
+        ``ratios`` (sorted) and ``max_cost``: the labels and grid swept and
+        the cost guard, for :func:`format_mqar_study`.
     """
     mems = _resolve_memories(memories)
     dims = [_check_pos_int("dims", d) for d in dims]
@@ -809,25 +840,17 @@ def run_mqar_study(
                 fq, results=forgetting_experiment(**fq, seed=seed)
             )
             found["local_linear"] = local_linear_experiment(seed=seed)
-    if verbose:
-        out = sys.stdout
-        _print_tables(records, names, dims, ratios, out)
-        skipped = sorted(
-            {(n, m, d) for (m, n, d, _), r in records.items() if r.get("skipped")}
-        )
-        if skipped:
-            print(
-                f"\n'-': skipped, estimated cost of one run > {max_cost:g} "
-                "(dense per-query or per-token work) at larger N for: "
-                + "; ".join(f"{n} ({m}, d={d})" for n, m, d in skipped),
-                file=out,
-            )
-        _print_findings(found, out)
     if output is not None:
         _plot(records, names, dims, ratios, output)
-        if verbose:
-            print(f"\nplot written to {output}")
-    return dict(records=list(records.values()), findings=found, output=output)
+    return dict(
+        records=list(records.values()),
+        findings=found,
+        output=output,
+        memories=names,
+        dims=dims,
+        ratios=ratios,
+        max_cost=max_cost,
+    )
 
 
 def _sweep(
@@ -870,111 +893,3 @@ def _sweep(
                     records[key] = rec
                     if bar is not None:
                         bar.update(1)
-
-
-def cli_main(argv=None):
-    """``ttrlearn mqar``: the associative-recall capacity study.
-
-    Parameters
-    ----------
-    argv : list of str, default=None
-        Command-line arguments (``sys.argv[2:]`` when None).
-
-    Returns
-    -------
-    status : int
-        0 on success.
-    """
-    ids = list(default_memories())
-    p = argparse.ArgumentParser(
-        prog="ttrlearn mqar",
-        description="Associative recall of every memory against the load N/d: "
-        "stored random pairs (capacity) and zoology's MQAR token task with a "
-        "one-token shift; prints tables and findings, writes a PNG.",
-    )
-    p.add_argument(
-        "--memories",
-        nargs="+",
-        choices=ids,
-        default=None,
-        metavar="ID",
-        help=f"memories to run (default: all): {', '.join(ids)}",
-    )
-    p.add_argument(
-        "--dims",
-        nargs="+",
-        type=int,
-        default=None,
-        help="widths d (default: 32 64 128)",
-    )
-    p.add_argument(
-        "--ratios",
-        nargs="+",
-        type=float,
-        default=None,
-        help="loads N/d (default: 1/8 .. 4)",
-    )
-    p.add_argument(
-        "--trials",
-        type=int,
-        default=None,
-        help="draws / sequences per point (default: 3)",
-    )
-    p.add_argument(
-        "--output",
-        default="mqar_capacity.png",
-        help="PNG path (default: mqar_capacity.png)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a small run (d=32, N/d in {1/4, 1, 4}, 1 trial): seconds",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = p.parse_args(argv)
-    quick = args.quick
-    dims = args.dims if args.dims is not None else ([32] if quick else [32, 64, 128])
-    ratios = (
-        args.ratios
-        if args.ratios is not None
-        else ([0.25, 1.0, 4.0] if quick else list(DEFAULT_RATIOS))
-    )
-    trials = args.trials if args.trials is not None else (1 if quick else 3)
-    for d in dims:
-        if d < 1:
-            p.error(f"--dims must be positive, got {d}")
-    if trials < 1:
-        p.error(f"--trials must be positive, got {trials}")
-    if any(r <= 0 for r in ratios):
-        p.error("--ratios must be positive")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print(
-            "ttrlearn mqar: the plot needs matplotlib: "
-            "pip install 'ttrlearn[examples]'",
-            file=sys.stderr,
-        )
-        return 2
-    t0 = time.perf_counter()
-    print(
-        f"ttrlearn mqar: d in {dims}, N/d in "
-        f"{[_ratio_label(r) for r in sorted(ratios)]}, {trials} trial(s) per point"
-    )
-    run_mqar_study(
-        args.memories,
-        dims,
-        ratios,
-        trials,
-        seed=args.seed,
-        progress=not args.no_progress,
-        output=args.output,
-        findings=True,
-    )
-    print(f"done in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli_main())

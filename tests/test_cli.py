@@ -1,0 +1,49 @@
+"""The command line is the only code that prints.
+
+The ``ttrlearn mqar`` and ``ttrlearn forecast`` commands themselves are tested
+with the modules they run (``test_recall.py``, ``test_timeseries.py``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The package and its GPU subpackage (installed as ``ttrlearn.gpu``).
+PACKAGE_DIRS = [ROOT / "ttrlearn", ROOT / "gpu"]
+#: The one module allowed to print.
+CLI = ROOT / "ttrlearn" / "cli.py"
+
+
+def _print_calls(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "print"
+    ]
+
+
+def test_the_checker_finds_print_calls(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("def f(out):\n    x = 1\n    print(x, file=out)\n")
+    assert _print_calls(src) == [3]
+    assert _print_calls(CLI)  # cli.py does print
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for d in PACKAGE_DIRS for p in d.rglob("*.py") if p != CLI),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_no_print_outside_the_cli(path):
+    lines = _print_calls(path)
+    assert not lines, (
+        f"{path.relative_to(ROOT)} calls print() at lines {lines}: library code "
+        "returns data or text; only ttrlearn/cli.py prints"
+    )
