@@ -3,6 +3,8 @@ weighted moments of local-linear (order 1) kernel regression."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from ttrlearn.gpu._launch import cdiv, empty, entry, i32, int64_dummy, scalar
 
@@ -18,7 +20,39 @@ KERNELS = {"softmax": 0, "gaussian": 1, "laplacian": 2, "epanechnikov": 3}
 _TILE = 16
 
 
-def _common(Ks, Q, kernel, bandwidth, kpos, qpos, read_after, window):
+#: Parameter entries shared by the launchers' docstrings (``%(name)s`` there).
+_DOC = {
+    "data": """Ks : array of shape (B, N, d_k)
+    Stored keys (C-contiguous, float32 or float64, all one dtype).
+Vs : array of shape (B, N, d_v)
+    Stored values.
+lw : array of shape (B, N)
+    Log-weight of each stored pair (``-inf`` for none).
+Q : array of shape (B, M, d_k)
+    Queries.""",
+    "options": """bandwidth : float, default=1.0
+    ``h``.
+kpos, qpos : int64 array of shape (B, N) and (B, M), default=None
+    Positions of keys and queries for the causal mask (none when None).
+read_after : bool, default=True
+    Keep ``kpos <= qpos`` (True) or ``kpos < qpos`` (False).
+window : int, default=None
+    Also require ``kpos > qpos - window``.
+module : object, default=None
+    Where ``get_function`` is looked up (CuPy when None).""",
+}
+
+
+def _shared_doc(func):
+    """Fill the ``%(name)s`` entries of ``func``'s docstring from ``_DOC``."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = inspect.cleandoc(func.__doc__) % _DOC
+    return func
+
+
+def _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window):
+    """The kernels' shared arguments: the positions ``(kpos, qpos)``, and the
+    sizes and options that follow the outputs."""
     if (kpos is None) != (qpos is None):
         raise ValueError("give both kpos and qpos, or neither")
     if kpos is None:
@@ -26,9 +60,13 @@ def _common(Ks, Q, kernel, bandwidth, kpos, qpos, read_after, window):
         kpos = qpos = int64_dummy(Ks)
     else:
         mask = 1 if read_after else 2
-    return (
-        kpos,
-        qpos,
+    _, N, dk = Ks.shape
+    M, dv = Q.shape[1], Vs.shape[2]
+    return (kpos, qpos), (
+        i32(N),
+        i32(M),
+        i32(dk),
+        i32(dv),
         i32(KERNELS[kernel]),
         scalar(bandwidth, Ks.dtype),
         i32(mask),
@@ -36,6 +74,7 @@ def _common(Ks, Q, kernel, bandwidth, kpos, qpos, read_after, window):
     )
 
 
+@_shared_doc
 def kernel_regression_recall(
     Ks,
     Vs,
@@ -54,27 +93,11 @@ def kernel_regression_recall(
 
     Parameters
     ----------
-    Ks : array of shape (B, N, d_k)
-        Stored keys (C-contiguous, float32 or float64, all one dtype).
-    Vs : array of shape (B, N, d_v)
-        Stored values.
-    lw : array of shape (B, N)
-        Log-weight of each stored pair (``-inf`` for none).
-    Q : array of shape (B, M, d_k)
-        Queries.
+    %(data)s
     kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}, default="softmax"
         ``log kappa_h``: ``q.k/h``, ``-|q-k|^2/(2h^2)``, ``-|q-k|/h``,
         ``log max(0, 1-(|q-k|/h)^2)``.
-    bandwidth : float, default=1.0
-        ``h``.
-    kpos, qpos : int64 array of shape (B, N) and (B, M), default=None
-        Positions of keys and queries for the causal mask (none when None).
-    read_after : bool, default=True
-        Keep ``kpos <= qpos`` (True) or ``kpos < qpos`` (False).
-    window : int, default=None
-        Also require ``kpos > qpos - window``.
-    module : object, default=None
-        Where ``get_function`` is looked up (CuPy when None).
+    %(options)s
 
     Returns
     -------
@@ -88,21 +111,18 @@ def kernel_regression_recall(
     16 x 16 tile. Equals ``ttrlearn.kernels.numpy.kernel_regression.kr_read``
     with ``order=0``.
     """
-    B, N, dk = Ks.shape
-    M, dv = Q.shape[1], Vs.shape[2]
+    B, M, dv = Ks.shape[0], Q.shape[1], Vs.shape[2]
     out = empty(Q, (B, M, dv))
     if B == 0 or M == 0 or dv == 0:
         return out
-    kp, qp, code, h, mask, win = _common(
-        Ks, Q, kernel, bandwidth, kpos, qpos, read_after, window
-    )
+    pos, opts = _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window)
     fn = entry("kernel_regression", "recall", Ks.dtype, module)
-    sizes = (i32(N), i32(M), i32(dk), i32(dv))
     grid = (cdiv(M, _TILE), cdiv(dv, _TILE), B)
-    fn(grid, (256,), (Ks, Vs, lw, Q, kp, qp, out, *sizes, code, h, mask, win))
+    fn(grid, (256,), (Ks, Vs, lw, Q, *pos, out, *opts))
     return out
 
 
+@_shared_doc
 def local_linear_moments(
     Ks,
     Vs,
@@ -121,26 +141,10 @@ def local_linear_moments(
 
     Parameters
     ----------
-    Ks : array of shape (B, N, d_k)
-        Stored keys (C-contiguous, float32 or float64, all one dtype).
-    Vs : array of shape (B, N, d_v)
-        Stored values.
-    lw : array of shape (B, N)
-        Log-weight of each stored pair (``-inf`` for none).
-    Q : array of shape (B, M, d_k)
-        Queries.
+    %(data)s
     kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}, default="softmax"
         The kernel, as in :func:`kernel_regression_recall`.
-    bandwidth : float, default=1.0
-        ``h``.
-    kpos, qpos : int64 array of shape (B, N) and (B, M), default=None
-        Positions of keys and queries for the causal mask (none when None).
-    read_after : bool, default=True
-        Keep ``kpos <= qpos`` (True) or ``kpos < qpos`` (False).
-    window : int, default=None
-        Also require ``kpos > qpos - window``.
-    module : object, default=None
-        Where ``get_function`` is looked up (CuPy when None).
+    %(options)s
 
     Returns
     -------
@@ -164,19 +168,17 @@ def local_linear_moments(
     factor ``exp(-mshift)``, which cancels in :func:`local_linear_solve`. The
     five are views of one (B, M, L) array.
     """
-    B, N, dk = Ks.shape
+    B, _, dk = Ks.shape
     M, dv = Q.shape[1], Vs.shape[2]
     L = 1 + dk + dk * dk + dv + dv * dk
     mom = empty(Q, (B, M, L))
     mshift = empty(Q, (B, M))
     if B and M:
-        kp, qp, code, h, mask, win = _common(
-            Ks, Q, kernel, bandwidth, kpos, qpos, read_after, window
+        pos, opts = _common(
+            Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window
         )
         fn = entry("kernel_regression", "moments", Ks.dtype, module)
-        sizes = (i32(N), i32(M), i32(dk), i32(dv))
-        args = (Ks, Vs, lw, Q, kp, qp, mom, mshift, *sizes, code, h, mask, win)
-        fn((cdiv(M, _TILE), 1, B), (256,), args)
+        fn((cdiv(M, _TILE), 1, B), (256,), (Ks, Vs, lw, Q, *pos, mom, mshift, *opts))
     o1, o2, o3 = 1 + dk, 1 + dk + dk * dk, 1 + dk + dk * dk + dv
     return (
         mom[:, :, 0],

@@ -14,6 +14,8 @@ Gates are given per step with shape ``(B, T)``: ``decay`` ``a_t`` in (0, 1]
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from ttrlearn._backends import get_kernels, is_cupy_array, resolve_backend
@@ -21,8 +23,30 @@ from ttrlearn._backends import get_kernels, is_cupy_array, resolve_backend
 __all__ = ["gated_delta", "kernel_regression", "linear_attention", "rls"]
 
 
-def _shapes(q, k, v):
-    q, k, v = (np.asarray(x) for x in (q, k, v))
+#: Parameter entries shared by the ops' docstrings (``%(name)s`` there).
+_DOC = {
+    "qkv": """q, k : array-like of shape (B, T, d_k)
+    Queries and keys.
+v : array-like of shape (B, T, d_v)
+    Values.""",
+    "read": """read : {"after", "before"}, default="after"
+    Read each step's memory after or before its write.""",
+    "chunk_size": """chunk_size : int, default=64
+    Rows per chunk (performance only).""",
+    "backend": """backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
+    Kernel backend.""",
+}
+
+
+def _shared_doc(func):
+    """Fill the ``%(name)s`` entries of ``func``'s docstring from ``_DOC``."""
+    if func.__doc__:  # None under python -OO
+        func.__doc__ = inspect.cleandoc(func.__doc__) % _DOC
+    return func
+
+
+def _dtype(q, k, v):
+    """The working dtype of streams q, k, v (arrays of any module); checks shapes."""
     if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
         raise ValueError("q, k, v must have shape (B, T, d)")
     B, T, d_k = k.shape
@@ -31,9 +55,13 @@ def _shapes(q, k, v):
             f"shape mismatch: q {q.shape}, k {k.shape}, v {v.shape}; expected "
             "q and k (B, T, d_k) and v (B, T, d_v)"
         )
-    dt = np.result_type(q, k, v)
-    if dt not in (np.float32, np.float64):
-        dt = np.dtype(np.float64)
+    dt = np.result_type(q.dtype, k.dtype, v.dtype)
+    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def _shapes(q, k, v):
+    q, k, v = (np.asarray(x) for x in (q, k, v))
+    dt = _dtype(q, k, v)
     return q.astype(dt, copy=False), k.astype(dt, copy=False), v.astype(dt, copy=False)
 
 
@@ -60,17 +88,7 @@ def _dshapes(q, k, v):
     """``_shapes`` for CuPy arrays: checked and cast on the device."""
     import cupy as xp
 
-    if q.ndim != 3 or k.ndim != 3 or v.ndim != 3:
-        raise ValueError("q, k, v must have shape (B, T, d)")
-    B, T, d_k = k.shape
-    if q.shape != (B, T, d_k) or v.shape[:2] != (B, T):
-        raise ValueError(
-            f"shape mismatch: q {q.shape}, k {k.shape}, v {v.shape}; expected "
-            "q and k (B, T, d_k) and v (B, T, d_v)"
-        )
-    dt = np.result_type(q.dtype, k.dtype, v.dtype)
-    if dt not in (np.float32, np.float64):
-        dt = np.dtype(np.float64)
+    dt = _dtype(q, k, v)
     return xp, dt, *(xp.ascontiguousarray(x.astype(dt, copy=False)) for x in (q, k, v))
 
 
@@ -103,14 +121,22 @@ def _dstate(xp, x, shape, dt, name):
     return xp.array(x, dtype=dt, order="C", copy=True)
 
 
+def _dstreams(q, k, v, decay, write, write_name):
+    """``_dshapes`` and the (B, T) float64 gates: decay (1 when None) and the
+    write strength named ``write_name`` (1 when None)."""
+    xp, dt, q, k, v = _dshapes(q, k, v)
+    B, T, _ = k.shape
+    a = _dgate(xp, decay, B, T, 1.0, "decay")
+    return xp, dt, q, k, v, a, _dgate(xp, write, B, T, 1.0, write_name)
+
+
 def _dla(q, k, v, decay, weight, normalize, initial_state, after):
     from ttrlearn.gpu import linear_attention_chunk
 
-    xp, dt, q, k, v = _dshapes(q, k, v)
+    xp, dt, q, k, v, a, w = _dstreams(q, k, v, decay, weight, "weight")
     B, T, d_k = k.shape
     dv = v.shape[2]
-    la = xp.log(_dgate(xp, decay, B, T, 1.0, "decay")).astype(dt)
-    w = _dgate(xp, weight, B, T, 1.0, "weight").astype(dt)
+    la, w = xp.log(a).astype(dt), w.astype(dt)
     M0, z0 = (None, None) if initial_state is None else initial_state
     S = xp.concatenate(
         [
@@ -135,10 +161,9 @@ def _dla(q, k, v, decay, weight, normalize, initial_state, after):
 def _dgd(q, k, v, decay, beta, initial_state, after):
     from ttrlearn.gpu import gated_delta_recurrent
 
-    xp, dt, q, k, v = _dshapes(q, k, v)
-    B, T, d_k = k.shape
-    a = _dgate(xp, decay, B, T, 1.0, "decay").astype(dt)
-    bt = _dgate(xp, beta, B, T, 1.0, "beta").astype(dt)
+    xp, dt, q, k, v, a, bt = _dstreams(q, k, v, decay, beta, "beta")
+    B, _, d_k = k.shape
+    a, bt = a.astype(dt), bt.astype(dt)
     M = _dstate(xp, initial_state, (B, v.shape[2], d_k), dt, "initial_state")
     o = gated_delta_recurrent(q, k, v, a, bt, M, after)
     return o, M
@@ -147,11 +172,10 @@ def _dgd(q, k, v, decay, beta, initial_state, after):
 def _drls(q, k, v, decay, weight, alpha, decayed, initial_state, after, chunk):
     from ttrlearn.kernels.cupy.rls import rls_update_read
 
-    xp, dt, q, k, v = _dshapes(q, k, v)
-    B, T, d_k = k.shape
+    xp, dt, q, k, v, a, w = _dstreams(q, k, v, decay, weight, "weight")
+    B, _, d_k = k.shape
     dv = v.shape[2]
-    la = xp.log(_dgate(xp, decay, B, T, 1.0, "decay"))
-    w = _dgate(xp, weight, B, T, 1.0, "weight")
+    la = xp.log(a)
     if initial_state is None:
         H0 = xp.broadcast_to(
             dt.type(alpha if decayed else 0.0) * xp.eye(d_k, dtype=dt), (B, d_k, d_k)
@@ -212,6 +236,17 @@ def _kernels(backend, family, *arrays):
     return get_kernels(name, family)
 
 
+def _streams(backend, family, q, k, v, decay, write, write_name):
+    """Host path: checked streams, the family's kernels, the (B, T) log-decays
+    (decay 1 when None) and the write strength named ``write_name``."""
+    q, k, v = _shapes(q, k, v)
+    B, T, _ = k.shape
+    ker = _kernels(backend, family, q)
+    log_a = np.log(_gate(decay, B, T, 1.0, "decay"))
+    return ker, q, k, v, log_a, _gate(write, B, T, 1.0, write_name)
+
+
+@_shared_doc
 def linear_attention(
     q,
     k,
@@ -229,22 +264,16 @@ def linear_attention(
 
     Parameters
     ----------
-    q, k : array-like of shape (B, T, d_k)
-        Queries and keys.
-    v : array-like of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     decay, weight : array-like of shape (B, T), default=None
         Per-step decay in (0, 1] and write strength >= 0 (1 when None).
     normalize : bool, default=False
         Normalised readout ``M q / (z . q)`` (0 where the normaliser is 0).
     initial_state : tuple (M, z), default=None
         ``M`` of shape (B, d_v, d_k) and ``z`` of shape (B, d_k).
-    read : {"after", "before"}, default="after"
-        Read each step's memory after or before its write.
-    chunk_size : int, default=64
-        Rows per chunk (performance only).
-    backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
-        Kernel backend.
+    %(read)s
+    %(chunk_size)s
+    %(backend)s
 
     Returns
     -------
@@ -262,11 +291,10 @@ def linear_attention(
     """
     if _on_device(backend, q, k, v):
         return _dla(q, k, v, decay, weight, normalize, initial_state, read == "after")
-    q, k, v = _shapes(q, k, v)
-    B, T, d_k = k.shape
-    ker = _kernels(backend, "linear_attention", q)
-    a = np.log(_gate(decay, B, T, 1.0, "decay"))
-    w = _gate(weight, B, T, 1.0, "weight")
+    ker, q, k, v, a, w = _streams(
+        backend, "linear_attention", q, k, v, decay, weight, "weight"
+    )
+    B, _, d_k = k.shape
     M0, z0 = (
         initial_state
         if initial_state is not None
@@ -290,6 +318,7 @@ def linear_attention(
     return o, (Ms, zs)
 
 
+@_shared_doc
 def gated_delta(
     q,
     k,
@@ -304,22 +333,18 @@ def gated_delta(
 ):
     """Causal gated delta rule over ``B`` streams (chunked WY/UT form).
 
+    Normalise the queries and keys first for Gated DeltaNet.
+
     Parameters
     ----------
-    q, k : array-like of shape (B, T, d_k)
-        Queries and keys (normalise them first for Gated DeltaNet).
-    v : array-like of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     decay, beta : array-like of shape (B, T), default=None
         Per-step decay in (0, 1] and step size >= 0 (1 when None).
     initial_state : ndarray of shape (B, d_v, d_k), default=None
         Entry memories.
-    read : {"after", "before"}, default="after"
-        Read each step's memory after or before its write.
-    chunk_size : int, default=64
-        Rows per chunk (performance only).
-    backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
-        Kernel backend.
+    %(read)s
+    %(chunk_size)s
+    %(backend)s
 
     Returns
     -------
@@ -336,11 +361,8 @@ def gated_delta(
     """
     if _on_device(backend, q, k, v):
         return _dgd(q, k, v, decay, beta, initial_state, read == "after")
-    q, k, v = _shapes(q, k, v)
-    B, T, d_k = k.shape
-    ker = _kernels(backend, "gated_delta", q)
-    a = np.log(_gate(decay, B, T, 1.0, "decay"))
-    bt = _gate(beta, B, T, 1.0, "beta")
+    ker, q, k, v, a, bt = _streams(backend, "gated_delta", q, k, v, decay, beta, "beta")
+    B, _, d_k = k.shape
     M0 = (
         np.zeros((B, v.shape[2], d_k), k.dtype)
         if initial_state is None
@@ -355,6 +377,7 @@ def gated_delta(
     return o, Ms
 
 
+@_shared_doc
 def rls(
     q,
     k,
@@ -373,10 +396,7 @@ def rls(
 
     Parameters
     ----------
-    q, k : array-like of shape (B, T, d_k)
-        Queries and keys.
-    v : array-like of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     decay, weight : array-like of shape (B, T), default=None
         Per-step forgetting in (0, 1] and regression weight >= 0.
     alpha : float, default=1.0
@@ -387,12 +407,10 @@ def rls(
     initial_state : tuple (H, G), default=None
         Gram (B, d_k, d_k) (including the prior in "decayed" mode) and
         cross-moment (B, d_v, d_k).
-    read : {"after", "before"}, default="after"
-        Read each step's memory after or before its write.
+    %(read)s
     chunk_size : int, default=None
         Rows per chunk, ``max(64, d_k)`` when None (performance only).
-    backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
-        Kernel backend.
+    %(backend)s
 
     Returns
     -------
@@ -419,11 +437,8 @@ def rls(
             read == "after",
             chunk_size or max(64, k.shape[2]),
         )
-    q, k, v = _shapes(q, k, v)
-    B, T, d_k = k.shape
-    ker = _kernels(backend, "rls", q)
-    a = np.log(_gate(decay, B, T, 1.0, "decay"))
-    w = _gate(weight, B, T, 1.0, "weight")
+    ker, q, k, v, a, w = _streams(backend, "rls", q, k, v, decay, weight, "weight")
+    B, _, d_k = k.shape
     decayed = ridge_mode == "decayed"
     if initial_state is None:
         H0 = np.broadcast_to(
@@ -451,6 +466,7 @@ def rls(
     return o, (Hs, Gs)
 
 
+@_shared_doc
 def kernel_regression(
     q,
     k,
@@ -469,10 +485,7 @@ def kernel_regression(
 
     Parameters
     ----------
-    q, k : array-like of shape (B, T, d_k)
-        Queries and keys.
-    v : array-like of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     log_weight : array-like of shape (B, T), default=None
         Log-weight of each pair (0 when None).
     kernel : {"softmax", "gaussian", "laplacian", "epanechnikov"}, default="softmax"
@@ -487,8 +500,7 @@ def kernel_regression(
         Attend to the last ``window`` pairs only.
     read : {"after", "before"}, default="after"
         Whether step ``t`` sees its own pair.
-    backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
-        Kernel backend.
+    %(backend)s
 
     Returns
     -------
