@@ -160,7 +160,7 @@ def test_plain_pipeline_and_grid_search(memory):
         {f"{memory.__name__.lower()}__{k}": v for k, v in grid.items()},
         cv=3,
     ).fit(X, y)
-    (key, value), = search.best_params_.items()
+    ((key, value),) = search.best_params_.items()
     assert value in next(iter(grid.values()))
     # the refitted best estimator is the pipeline fitted with those parameters
     manual = make_pipeline(StandardScaler(), memory(backend="numpy"))

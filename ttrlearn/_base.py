@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ttrlearn._backends import BACKENDS, get_kernels, is_cupy_array, resolve_backend
 from ttrlearn._validation import (
+    SMALL_INPUT,
     _xp,
     check_gate,
     check_keys_values,
@@ -167,6 +168,51 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     def _shape_out(self, O):
         return O[:, 0] if self._y_1d_ else O
 
+    # ------------------------------------------------------ one-row fast path
+    def _plain_rows(self, X):
+        """True when ``X`` is a small C-contiguous host array of the fitted
+        width and dtype that needs no conversion: the fast path's only input.
+
+        Anything else (first call, CuPy, feature names, other dtypes or
+        layouts) takes the general path, which validates and converts.
+        """
+        d = self.__dict__
+        return (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and 0 < X.shape[0] <= SMALL_INPUT
+            and d.get("backend_") in _HOST_BACKENDS
+            and "feature_names_in_" not in d
+            and X.shape[1] == d["n_features_in_"]
+            and X.dtype == self.dtype
+            and X.flags.c_contiguous
+        )
+
+    def _fast_partial_fit(self, X, y):
+        """Absorb one plain pair without the general machinery; False when
+        the general path must handle it (it then raises, warns or falls back
+        exactly as for any input, since nothing was changed here)."""
+        if not (
+            self._plain_rows(X)
+            and X.shape[0] == 1
+            and type(y) is np.ndarray
+            and y.dtype == X.dtype
+            and y.flags.c_contiguous
+            and y.shape == ((1,) if self._y_1d_ else (1, self.n_outputs_))
+        ):
+            return False
+        if not self._step(X[0], y.reshape(-1)):
+            return False
+        self.n_seen_ += 1
+        return True
+
+    def _step(self, x, v):
+        """Hook: absorb the single pair ``(x, v)`` (1-D, validated layout and
+        dtype, not yet checked finite) with the scalar hyper-parameters;
+        True when done, False to leave it to the general path. Must change
+        nothing unless it returns True."""
+        return False
+
     # ------------------------------------------------------------ public API
     def partial_fit(self, X, y, sample_weight=None, **gates):
         """Absorb the pairs ``(X[i], y[i])`` in row order.
@@ -188,7 +234,17 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         -------
         self : object
             The memory.
+
+        Notes
+        -----
+        A single plain pair (one C-contiguous row of the fitted dtype, no
+        weights or gates, after the first call) is absorbed by a one-pair
+        kernel that checks finiteness itself; everything else, and any pair
+        that kernel declines, takes the general validated path. Both give the
+        same memory up to rounding.
         """
+        if sample_weight is None and not gates and self._fast_partial_fit(X, y):
+            return self
         with self._atomic():
             X, Y, w, g = self._prepare(X, y, sample_weight, gates)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -233,6 +289,13 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         y : ndarray of shape (n_queries,) or (n_queries, n_outputs)
             Recalled values (1-D when the memory was fitted on 1-D values).
         """
+        if self._plain_rows(X):  # what check_queries would return, unchecked
+            finite = get_kernels(self.backend_, "step").all_finite
+            if finite(X):
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    O = self._read(X)
+                if finite(O):
+                    return self._shape_out(O)
         check_is_fitted(self)
         Q = check_queries(self, X)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -330,6 +393,24 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     def _read(self, Q):  # pragma: no cover - abstract
         raise NotImplementedError
 
+
+def plain_gate(value, low, high, low_open=True):
+    """``float(value)`` when ``value`` is a plain real number in
+    ``(low, high]`` (``[low, high]`` when not ``low_open``; ``high=None``: no
+    upper bound), else None: the one-row
+    fast path then leaves the call to the general path, whose checks give
+    the error."""
+    if type(value) not in _PLAIN_REALS:
+        return None
+    value = float(value)
+    above = value > low if low_open else value >= low
+    if not (above and (high is None or value <= high)):  # NaN fails too
+        return None
+    return value
+
+
+_PLAIN_REALS = (float, int, np.float64, np.float32)
+_HOST_BACKENDS = ("numpy", "numba")
 
 DECAY_DOMAIN = dict(low=0.0, high=1.0, low_open=True)
 RATE_DOMAIN = dict(low=0.0, high=None, low_open=False)

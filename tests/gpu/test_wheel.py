@@ -31,9 +31,8 @@ _SKIP = shutil.ignore_patterns(
 
 def test_wheel_contains_cu_sources(tmp_path):
     try:
-        import setuptools  # noqa: F401
-
         import build  # noqa: F401
+        import setuptools  # noqa: F401
     except ImportError:
         pytest.skip("the 'build' and 'setuptools' packages are needed")
     # build from a copy: setuptools writes build/ and *.egg-info in the tree;

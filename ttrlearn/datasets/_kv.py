@@ -54,9 +54,7 @@ def make_keys(n, d, kind="unit", *, rng=None):
         raise ValueError(f"keys must be one of {_KEYS}, got {kind!r}")
     rng = np.random.default_rng(rng)
     if kind == "orthogonal":
-        blocks = [
-            _orthonormal_rows(rng, min(d, n - s), d) for s in range(0, n, d)
-        ]
+        blocks = [_orthonormal_rows(rng, min(d, n - s), d) for s in range(0, n, d)]
         return np.concatenate(blocks) if blocks else np.zeros((0, d))
     K = rng.standard_normal((n, d))
     if kind == "gaussian":

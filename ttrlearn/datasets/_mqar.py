@@ -256,9 +256,7 @@ def make_forgetting_mqar(
         n_updates = (n_pairs + 1) // 2
     n_updates = _check_int("n_updates", n_updates, 0)
     if n_updates > n_pairs:
-        raise ValueError(
-            f"n_updates must be <= n_pairs={n_pairs}, got {n_updates}"
-        )
+        raise ValueError(f"n_updates must be <= n_pairs={n_pairs}, got {n_updates}")
     half = vocab_size // 2
     context_size = 2 * (n_pairs + n_updates)
     if context_size + 2 * n_pairs > seq_len:

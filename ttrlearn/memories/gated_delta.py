@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
+from ttrlearn._backends import get_kernels
+from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory, plain_gate
 from ttrlearn._utils import unit_rows
 from ttrlearn.exceptions import DivergenceWarning
 
@@ -171,7 +173,11 @@ class GatedDeltaMemory(BaseMemory):
         return {"transition_": A}
 
     def _keys(self, X):
-        return unit_rows(X) if self.normalize_keys else X
+        if not self.normalize_keys:
+            return X
+        if self.backend_ == "cupy":
+            return unit_rows(X)
+        return get_kernels(self.backend_, "step").unit_rows(X)
 
     def _steps(self, K, w, gates):
         b = gates["learning_rate"] * w
@@ -213,6 +219,25 @@ class GatedDeltaMemory(BaseMemory):
         )
         self._commit(coef_=M, **self._transition(K, b, log_a))
         return O
+
+    def _step(self, x, v):
+        a = plain_gate(self.decay, 0.0, 1.0)
+        rate = plain_gate(self.learning_rate, 0.0, None, low_open=False)
+        if a is None or rate is None or self.track_segment_map:
+            return False
+        M, status = get_kernels(self.backend_, "step").gd_step(
+            self.coef_,
+            x,
+            v,
+            rate,
+            math.log(a),
+            bool(self.normalize_keys),
+            self.step == "implicit",
+        )
+        if status:  # the general path raises or warns (explicit step >= 2)
+            return False
+        self.coef_ = M
+        return True
 
     def _read(self, Q):
         return self._k.gd_read(self.coef_, self._keys(Q))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ttrlearn._backends import array_module
-from ttrlearn._base import DECAY_DOMAIN, BaseMemory
+from ttrlearn._backends import array_module, get_kernels
+from ttrlearn._base import DECAY_DOMAIN, BaseMemory, plain_gate
 
 __all__ = ["LinearAttentionMemory"]
 
@@ -201,6 +202,29 @@ class LinearAttentionMemory(BaseMemory):
         self._commit(memory_=M, normalizer_=z)
         self._log_decay_ = self._log_decay_ + float(log_a.sum())
         return O
+
+    def _plain_phi(self, X):
+        """``phi(X)`` for a built-in feature map (None for a callable)."""
+        fm = self.feature_map
+        if fm == "identity":
+            return X
+        f = _FEATURE_MAPS.get(fm) if isinstance(fm, str) else None
+        return None if f is None else f(X).astype(X.dtype, copy=False)
+
+    def _step(self, x, v):
+        a = plain_gate(self.decay, 0.0, 1.0)
+        phi = self._plain_phi(x)
+        if a is None or phi is None:
+            return False
+        log_a = math.log(a)
+        M, z, status = get_kernels(self.backend_, "step").la_step(
+            self.memory_, self.normalizer_, phi, v, log_a
+        )
+        if status:
+            return False
+        self.memory_, self.normalizer_ = M, z
+        self._log_decay_ = self._log_decay_ + log_a
+        return True
 
     def _read(self, Q):
         return self._k.la_read(

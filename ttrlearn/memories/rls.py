@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ttrlearn._backends import array_module
-from ttrlearn._base import DECAY_DOMAIN, BaseMemory
+from ttrlearn._backends import array_module, get_kernels
+from ttrlearn._base import DECAY_DOMAIN, BaseMemory, plain_gate
 
 __all__ = ["RLSMemory"]
+
+#: One-row ``partial_fit`` calls with at most this many features use the
+#: one-pair kernel (an unblocked O(d^3) Cholesky per pair); wider keys take
+#: the general path, where LAPACK factors faster.
+STEP_MAX_FEATURES = 64
 
 
 class RLSMemory(BaseMemory):
@@ -183,15 +189,34 @@ class RLSMemory(BaseMemory):
             # the guard's exact block effect: f (1 - P) I (see Notes)
             eye = array_module(H).eye(H.shape[0], dtype=H.dtype)
             H = H + H.dtype.type(-floor * np.expm1(total)) * eye
-        base = 0.0 if self.ridge_mode == "decayed" else float(self.alpha)
-        ridge = base + keep * (self.ridge_ - base) - floor * np.expm1(total)
         self._check_finite(gram_=H, moment_=G)
         coef = self._k.rls_solve(H, G, self._solve_ridge).astype(
             self._dtype_, copy=False
         )
         self._commit(gram_=H, moment_=G, coef_=coef)
+        self._advance(total, keep, floor)
+
+    def _advance(self, total, keep, floor):
+        """Book-keeping after a block of total log-decay ``total``: the
+        effective ridge and the running log-decay (for merges)."""
+        base = 0.0 if self.ridge_mode == "decayed" else float(self.alpha)
+        ridge = base + keep * (self.ridge_ - base) - floor * math.expm1(total)
         self.ridge_ = float(ridge)
         self._log_decay_ = self._log_decay_ + total
+
+    def _step(self, x, v):
+        a = plain_gate(self.forgetting_factor, 0.0, 1.0)
+        if a is None or x.shape[0] > STEP_MAX_FEATURES:
+            return False
+        log_a, floor = math.log(a), self._floor
+        H, G, coef, status = get_kernels(self.backend_, "step").rls_step(
+            self.gram_, self.moment_, x, v, log_a, self._solve_ridge, floor
+        )
+        if status:
+            return False
+        self.gram_, self.moment_, self.coef_ = H, G, coef
+        self._advance(log_a, math.exp(log_a), floor)
+        return True
 
     def _update(self, X, Y, w, gates):
         log_a = np.log(gates["decay"])

@@ -1,0 +1,387 @@
+"""The one-row fast path (``ttrlearn.kernels.*.step``) of ``partial_fit`` and
+``predict``: it is taken for plain one-row host input, it equals the oracle on
+every prefix and the general path after every row, and anything it declines
+(bad input, overflow, unstable steps, singular systems, other dtypes,
+layouts or feature names) still gets the general path's error, warning or
+fallback, with the memory unchanged.
+"""
+
+from __future__ import annotations
+
+import warnings
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from tests.conftest import HOST_BACKENDS, TOL, assert_close
+from tests.strategies import kv_streams
+from tests.test_errors import _assert_unchanged, _fingerprint
+from ttrlearn import (
+    DivergenceWarning,
+    GatedDeltaMemory,
+    LinearAttentionMemory,
+    NonFiniteStateError,
+    RLSMemory,
+)
+from ttrlearn import reference as ref
+from ttrlearn._base import BaseMemory
+from ttrlearn.kernels.numba import step as nb_step
+from ttrlearn.kernels.numpy import step as np_step
+
+DECAY = 0.9
+
+
+def _la(fm, normalize, decay=DECAY):
+    def make(**kw):
+        return LinearAttentionMemory(
+            feature_map=fm, normalize=normalize, decay=decay, **kw
+        )
+
+    def oracle(K, V, Q):
+        return ref.linear_attention(
+            K,
+            V,
+            Q,
+            decay=np.full(len(K), decay),
+            feature_map_=fm,
+            normalize=normalize,
+        )[1]
+
+    return make, oracle
+
+
+def _rls(alpha, mode, ff=DECAY):
+    def make(**kw):
+        return RLSMemory(alpha=alpha, ridge_mode=mode, forgetting_factor=ff, **kw)
+
+    def oracle(K, V, Q):
+        coef = ref.ridge(K, V, alpha=alpha, decay=np.full(len(K), ff), ridge_mode=mode)
+        return np.asarray(Q, float) @ coef.T
+
+    return make, oracle
+
+
+def _gd(step, lr, nk, decay=DECAY):
+    def make(**kw):
+        return GatedDeltaMemory(
+            step=step, learning_rate=lr, normalize_keys=nk, decay=decay, **kw
+        )
+
+    def oracle(K, V, Q):
+        M = ref.gated_delta(
+            K,
+            V,
+            None,
+            decay=np.full(len(K), decay),
+            learning_rate=lr,
+            step=step,
+            normalize_keys=nk,
+        )[0]
+        Qf = np.asarray(Q, float)
+        if nk:
+            Qf = Qf / np.maximum(np.linalg.norm(Qf, axis=1, keepdims=True), 1e-300)
+        return Qf @ M.T
+
+    return make, oracle
+
+
+CONFIGS = {
+    "la-identity": _la("identity", False),
+    "la-identity-nodecay": _la("identity", False, decay=1.0),
+    "la-elu1-normalized": _la("elu+1", True),
+    "la-relu": _la("relu", False),
+    "rls-decayed": _rls(1.0, "decayed"),
+    "rls-fixed": _rls(0.5, "fixed"),
+    "rls-nodecay": _rls(0.3, "decayed", ff=1.0),
+    "gd-explicit": _gd("explicit", 0.9, True),
+    "gd-implicit": _gd("implicit", 3.0, False),
+}
+
+
+def _one_by_one(mem, K, V):
+    """Feed ``(K, V)`` one plain row per call; yields after each row."""
+    for i in range(len(K)):
+        mem.partial_fit(K[i : i + 1], V[i : i + 1])
+        yield i
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("name", list(CONFIGS))
+@given(data=kv_streams(max_n=25))
+def test_one_row_stream_matches_the_oracle_at_every_prefix(name, backend, dtype, data):
+    K, V, Q, _ = data
+    make, oracle = CONFIGS[name]
+    mem = make(backend=backend, dtype=np.dtype(dtype).name)
+    Kd, Vd, Qd = (a.astype(dtype) for a in (K, V, Q[:3]))
+    with mock.patch.object(
+        BaseMemory, "_prepare", autospec=True, side_effect=BaseMemory._prepare
+    ) as general:
+        for i in _one_by_one(mem, Kd, Vd):
+            got = mem.predict(Qd)
+            assert got.dtype == dtype
+            # the oracle sees the rows as the memory stored them
+            want = oracle(Kd[: i + 1].astype(float), Vd[: i + 1].astype(float), Qd)
+            assert_close(got, want, dtype, err_msg=f"{name} after row {i}")
+    # only the first call (which fixes width, dtype and backend) is general
+    assert general.call_count == 1
+    assert mem.n_seen_ == len(K)
+
+
+STABILIZED = {
+    "rls-stabilized": lambda **kw: RLSMemory(
+        alpha=0.2, forgetting_factor=0.8, stabilize=0.05, **kw
+    ),
+    "rls-fixed-stabilized": lambda **kw: RLSMemory(
+        alpha=0.2, forgetting_factor=0.8, stabilize=0.05, ridge_mode="fixed", **kw
+    ),
+    "gd-no-normalize": lambda **kw: GatedDeltaMemory(
+        normalize_keys=False, learning_rate=0.1, decay=0.95, **kw
+    ),
+    "la-1d": lambda **kw: LinearAttentionMemory(decay=0.7, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize(
+    "name", [*CONFIGS, *STABILIZED], ids=lambda n: n.replace("_", "-")
+)
+def test_fast_path_equals_the_general_path_row_by_row(name, backend, dtype):
+    rng = np.random.default_rng(7)
+    make = STABILIZED.get(name) or CONFIGS[name][0]
+    one_d = name == "la-1d"
+    K = rng.normal(size=(30, 5)).astype(dtype)
+    V = rng.normal(size=(30,) if one_d else (30, 3)).astype(dtype)
+    fast = make(backend=backend, dtype=np.dtype(dtype).name)
+    slow = make(backend=backend, dtype=np.dtype(dtype).name)
+    for i in range(len(K)):
+        fast.partial_fit(K[i : i + 1], V[i : i + 1])
+        # a weight (even 1.0) sends a call down the general path
+        slow.partial_fit(K[i : i + 1], V[i : i + 1], sample_weight=np.ones(1))
+        for attr, value in vars(slow).items():
+            if attr.endswith("_") and isinstance(value, np.ndarray):
+                assert getattr(fast, attr).dtype == value.dtype, attr
+                np.testing.assert_allclose(
+                    getattr(fast, attr), value, **TOL[np.dtype(dtype)], err_msg=attr
+                )
+            elif attr.endswith("_") and isinstance(value, float):
+                assert getattr(fast, attr) == pytest.approx(value, rel=1e-12)
+        assert fast.n_seen_ == slow.n_seen_ == i + 1
+        np.testing.assert_allclose(
+            fast.predict(K[:2]), slow.predict(K[:2]), **TOL[np.dtype(dtype)]
+        )
+    assert fast.predict(K[:2]).shape == ((2,) if one_d else (2, 3))
+
+
+FAST_MEMORIES = {
+    "la": lambda: LinearAttentionMemory(decay=0.9),
+    "rls": lambda: RLSMemory(alpha=0.5, forgetting_factor=0.99),
+    "gd": lambda: GatedDeltaMemory(decay=0.9, learning_rate=0.5),
+}
+
+
+def _fitted(name, backend):
+    rng = np.random.default_rng(0)
+    mem = FAST_MEMORIES[name]().set_params(backend=backend)
+    return mem.fit(rng.normal(size=(20, 4)), rng.normal(size=(20, 2)))
+
+
+def _nan_at(a, i):
+    a = a.copy()
+    a.flat[i] = np.nan
+    return a
+
+
+ROW_X, ROW_Y = np.full((1, 4), 0.5), np.full((1, 2), -0.25)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("name", list(FAST_MEMORIES))
+@pytest.mark.parametrize(
+    "bad_x,bad_y",
+    [
+        (_nan_at(ROW_X, 2), ROW_Y),
+        (ROW_X, _nan_at(ROW_Y, 1)),
+        (np.full((1, 4), np.inf), ROW_Y),
+    ],
+    ids=["nan-key", "nan-value", "inf-key"],
+)
+def test_bad_row_is_rejected_and_state_is_bit_identical(name, backend, bad_x, bad_y):
+    mem = _fitted(name, backend)
+    before = _fingerprint(mem)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        mem.partial_fit(bad_x, bad_y)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        mem.predict(_nan_at(ROW_X, 0))
+    _assert_unchanged(before, mem)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("name", list(FAST_MEMORIES))
+def test_overflowing_row_is_rolled_back(name, backend):
+    mem = _fitted(name, backend)
+    if name == "gd":
+        mem.set_params(normalize_keys=False, learning_rate=1.0)
+    before = _fingerprint(mem)
+    with pytest.raises(NonFiniteStateError, match="rolled back"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mem.partial_fit(np.full((1, 4), 1e200), np.full((1, 2), 1e200))
+    _assert_unchanged(before, mem)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_overflowing_recall_raises(backend):
+    mem = LinearAttentionMemory(backend=backend).fit(np.ones((1, 2)), np.ones((1, 1)))
+    with pytest.raises(FloatingPointError, match="overflowed"):
+        mem.predict(np.full((1, 2), 1e308))
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_unstable_explicit_step_still_warns(backend):
+    mem = GatedDeltaMemory(normalize_keys=False, learning_rate=3.0, backend=backend)
+    mem.partial_fit(np.zeros((1, 3)), np.zeros(1))
+    with pytest.warns(DivergenceWarning, match=">= 2"):
+        mem.partial_fit(np.ones((1, 3)), np.ones(1))
+    assert mem.n_seen_ == 2
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_singular_rls_falls_back_to_the_minimum_norm_solution(backend):
+    # no ridge: after one pair in R^3 the system is singular; the general
+    # path's minimum-norm solution is the oracle's
+    rng = np.random.default_rng(3)
+    K, V = rng.normal(size=(3, 3)), rng.normal(size=(3, 2))
+    mem = RLSMemory(alpha=0.0, ridge_mode="fixed", backend=backend)
+    for i in range(3):
+        mem.partial_fit(K[i : i + 1], V[i : i + 1])
+        want = V[: i + 1].T @ np.linalg.pinv(K[: i + 1]).T
+        np.testing.assert_allclose(mem.coef_, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_declined_inputs_take_the_general_path(backend):
+    """Other dtypes, non-contiguous rows, lists and frames are converted by
+    the general path: same memory as plain rows."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    K, V = rng.normal(size=(6, 8)), rng.normal(size=(6, 2))
+    plain = RLSMemory(backend=backend).fit(K[:, ::2], V)
+    forms = [
+        lambda i: (K[i : i + 1, ::2], V[i : i + 1]),  # strided view
+        lambda i: (K[i : i + 1, ::2].astype(np.float32), V[i : i + 1]),
+        lambda i: (K[i : i + 1, ::2].tolist(), V[i : i + 1].tolist()),
+    ]
+    for form, rtol in zip(forms, [1e-10, 1e-6, 1e-10]):  # float32 keys: rounded
+        mem = RLSMemory(backend=backend)
+        for i in range(len(K)):
+            mem.partial_fit(*form(i))
+        np.testing.assert_allclose(mem.coef_, plain.coef_, rtol=rtol, atol=rtol)
+    cols = [f"k{j}" for j in range(4)]
+    mem = RLSMemory(backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no feature-name warnings
+        for i in range(len(K)):
+            mem.partial_fit(pd.DataFrame(K[i : i + 1, ::2], columns=cols), V[i : i + 1])
+        out = mem.predict(pd.DataFrame(K[:2, ::2], columns=cols))
+    np.testing.assert_allclose(out, plain.predict(K[:2, ::2]), rtol=1e-10)
+
+
+# ----------------------------------------------------------- kernel level
+def _step_cases(dtype):
+    rng = np.random.default_rng(11)
+    d, dv = 7, 3
+    M = rng.normal(size=(dv, d)).astype(dtype)
+    z = rng.normal(size=d).astype(dtype)
+    A = rng.normal(size=(d, d))
+    H = (A @ A.T + np.eye(d)).astype(dtype)
+    x, v = rng.normal(size=d).astype(dtype), rng.normal(size=dv).astype(dtype)
+    return {
+        "la_step": (M, z, x, v, np.log(0.8)),
+        "gd_step-explicit": (M, x, v, 0.7, np.log(0.9), True, False),
+        "gd_step-implicit": (M, x, v, 4.0, 0.0, False, True),
+        "rls_step": (H, M, x, v, np.log(0.95), 0.0, 0.0),
+        "rls_step-floor": (H, M, x, v, np.log(0.95), 0.3, 0.1),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", list(_step_cases(np.float64)))
+def test_numba_step_kernels_equal_numpy(case, dtype):
+    args = _step_cases(dtype)[case]
+    fn = case.split("-")[0]
+    got = getattr(nb_step, fn)(*args)
+    want = getattr(np_step, fn)(*args)
+    assert got[-1] == want[-1] == np_step.STEP_OK
+    for g, w in zip(got[:-1], want[:-1]):
+        assert g.dtype == w.dtype == dtype
+        np.testing.assert_allclose(g, w, **TOL[np.dtype(dtype)])
+
+
+@pytest.mark.parametrize("module", [np_step, nb_step], ids=["numpy", "numba"])
+def test_step_kernels_report_bad_input_and_state(module):
+    M, x, v = np.ones((2, 3)), np.ones(3), np.ones(2)
+    nan_x = np.array([1.0, np.nan, 0.0])
+    assert module.la_step(M, np.ones(3), nan_x, v, 0.0)[-1] == np_step.STEP_BAD_INPUT
+    assert module.la_step(M * 1e308, np.ones(3), x * 1e308, v, 0.0)[-1] == (
+        np_step.STEP_BAD_STATE
+    )
+    assert module.gd_step(M, x, v, 1.0, 0.0, False, False)[-1] == (
+        np_step.STEP_UNSTABLE  # rate * ||k||^2 = 3
+    )
+    assert module.gd_step(M, x, nan_x[:2], 0.1, 0.0, True, False)[-1] == (
+        np_step.STEP_BAD_INPUT
+    )
+    assert module.gd_step(M * 1e308, x, -v * 1e308, 0.5, 0.0, True, False)[-1] == (
+        np_step.STEP_BAD_STATE
+    )
+    singular = np.zeros((3, 3))
+    assert module.rls_step(singular, M, x, v, 0.0, 0.0, 0.0)[-1] == (
+        np_step.STEP_BAD_STATE  # x x^T has rank 1
+    )
+    assert module.all_finite(np.ones((3, 2))) is True
+    assert module.all_finite(np.array([[1.0, -np.inf]])) is False
+    assert module.all_finite(nan_x) is False
+
+
+@pytest.mark.parametrize("module", [np_step, nb_step], ids=["numpy", "numba"])
+def test_step_kernels_check_shapes(module):
+    """An inconsistent state (edited, or loaded from a tampered file) is
+    reported, never read out of bounds."""
+    M, x, v = np.ones((2, 3)), np.ones(4), np.ones(2)
+    bad = np_step.STEP_BAD_SHAPE
+    assert module.la_step(M, np.ones(3), x, v, 0.0)[-1] == bad
+    assert module.la_step(M, np.ones(4), x[:3], v, 0.0)[-1] == bad
+    assert module.gd_step(M, x, v, 0.1, 0.0, True, False)[-1] == bad
+    assert module.gd_step(M, x[:3], v[:1], 0.1, 0.0, True, False)[-1] == bad
+    assert module.rls_step(np.eye(3), M, x, v, 0.0, 1.0, 0.0)[-1] == bad
+    assert module.rls_step(np.eye(4), M, x, v, 0.0, 1.0, 0.0)[-1] == bad
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("name", list(FAST_MEMORIES))
+def test_small_predict_reads_as_the_general_path(name, backend):
+    """A few plain queries skip validation but are read by the same kernel:
+    blocks of queries give the rows of one large read exactly."""
+    mem = _fitted(name, backend)
+    Q = np.random.default_rng(1).normal(size=(200, 4))
+    full = mem.predict(Q)  # 200 rows: the general path
+    for block in (slice(0, 45), slice(45, 90), slice(136, 200)):
+        np.testing.assert_array_equal(mem.predict(Q[block]), full[block])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_numba_unit_rows_equals_numpy(dtype):
+    from ttrlearn._utils import unit_rows
+
+    X = np.random.default_rng(2).normal(size=(9, 5)).astype(dtype)
+    X[1] *= 1e300 if dtype == np.float64 else 1e30  # no overflow
+    X[2] = 0.0  # zero rows stay zero
+    X[3] *= 1e-300 if dtype == np.float64 else 1e-30
+    got = nb_step.unit_rows(X)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, unit_rows(X), rtol=4 * np.finfo(dtype).eps)
+    assert not got[2].any()
