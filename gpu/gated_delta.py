@@ -1,10 +1,19 @@
-"""Launcher of ``gated_delta.cu``: fused recurrent gated delta rule."""
+"""Launchers of the gated delta rule kernels.
+
+``gated_delta.cu`` (fused recurrent, one step at a time) and
+``gated_delta_chunk.cu`` (chunked WY/UT form, 16 rows per chunk).
+"""
 
 from __future__ import annotations
 
 from ttrlearn.gpu._launch import cdiv, empty, entry, i32
+from ttrlearn.gpu._loader import get_module
 
-__all__ = ["gated_delta_recurrent"]
+__all__ = ["CHUNK", "gated_delta_chunk", "gated_delta_recurrent", "recurrent_fits"]
+
+#: Rows per chunk and value rows of ``M`` per block of the chunk kernel
+#: (``TTR_TILE`` in common.cuh).
+CHUNK = 16
 
 _SMEM_LIMIT = 48 * 1024
 
@@ -16,6 +25,28 @@ def _rows_per_block(dk, dv, itemsize):
     if (R * dk + 2 * dk) * itemsize > _SMEM_LIMIT:
         raise ValueError(f"d_k = {dk} is too large for the fused recurrent kernel")
     return R
+
+
+def recurrent_fits(dk, itemsize):
+    """Whether the fused recurrent kernel's shared memory holds ``d_k``.
+
+    It needs ``(R d_k + 2 d_k) * itemsize <= 48 KiB`` with at least one row
+    (``R = 1``): ``d_k`` up to 2048 (float64) or 4096 (float32). The chunk
+    kernel has no such limit.
+
+    Parameters
+    ----------
+    dk : int
+        Key width.
+    itemsize : int
+        4 (float32) or 8 (float64).
+
+    Returns
+    -------
+    fits : bool
+        True when :func:`gated_delta_recurrent` can run this width.
+    """
+    return 3 * int(dk) * int(itemsize) <= _SMEM_LIMIT
 
 
 def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
@@ -62,5 +93,57 @@ def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
         (R,),
         (q, k, v, a, beta, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
         shared_mem=(R * dk + 2 * dk) * k.dtype.itemsize,
+    )
+    return o
+
+
+def gated_delta_chunk(q, k, v, a, beta, M, read_after=True, *, module=None):
+    """Run ``B`` streams through the gated delta rule, 16 rows per chunk.
+
+    Parameters
+    ----------
+    q, k : array of shape (B, T, d_k)
+        Queries and keys (C-contiguous, float32 or float64, all one dtype).
+    v : array of shape (B, T, d_v)
+        Values.
+    a, beta : array of shape (B, T)
+        Decays in (0, 1] and step sizes.
+    M : array of shape (B, d_v, d_k)
+        Entry states; overwritten with the final states.
+    read_after : bool, default=True
+        Read ``o_t`` after the write of pair ``t`` or before it (and before its
+        decay).
+    module : object, default=None
+        Where ``get_function`` is looked up: the CuPy module compiled from
+        ``gated_delta_chunk.cu`` when None (tests pass the host shim).
+
+    Returns
+    -------
+    o : array of shape (B, T, d_v)
+        Outputs, in the array module of the inputs.
+
+    Notes
+    -----
+    The same recurrence as :func:`gated_delta_recurrent`, in the chunked WY/UT
+    form: per chunk ``U~ = (I + strict_lower(diag(beta) K K^T * Gamma))^{-1}
+    diag(beta) (V - diag(gamma) K M^T)`` by forward substitution, then the
+    outputs and the state update from ``U~``, decays in log space. One block
+    of 256 threads per 16 rows of ``M`` and stream; the state stays in global
+    memory, so ``d_k`` and ``d_v`` have no limit. Equals the float64 per-token
+    loop (tests/gpu/test_kernels.py). No validation, no host copies.
+    """
+    B, T, dk = k.shape
+    dv = v.shape[2]
+    o = empty(v, (B, T, dv))
+    if B == 0 or dv == 0:
+        return o
+    # entry() names the kernel ttr_gated_delta_chunk_<f32|f64>; it lives in
+    # gated_delta_chunk.cu, not gated_delta.cu, hence the explicit module
+    mod = get_module("gated_delta_chunk") if module is None else module
+    fn = entry("gated_delta", "chunk", k.dtype, mod)
+    fn(
+        (cdiv(dv, CHUNK), B),
+        (256,),
+        (q, k, v, a, beta, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
     )
     return o

@@ -20,8 +20,17 @@ from tests.gpu.conftest import CU_FILES
 needs_nvcc = pytest.mark.skipif(nv.nvcc() is None, reason="nvcc is not on PATH")
 
 #: Largest block each entry point is launched with (by its launcher).
-BLOCK_THREADS = {"gated_delta": 128}
+BLOCK_THREADS = {"gated_delta": 128, "gated_delta_chunk": 256}
 DEFAULT_BLOCK = 256
+#: Kernel sources that must be checked (CU_FILES is a glob: a file that went
+#: missing would otherwise just drop out of the checks).
+SOURCES = {
+    "gated_delta",
+    "gated_delta_chunk",
+    "kernel_regression",
+    "linear_attention",
+    "rls",
+}
 
 
 def entry_points(cu):
@@ -34,6 +43,10 @@ def entry_points(cu):
 @pytest.fixture(scope="session")
 def cubins(tmp_path_factory):
     return nv.compile_all(CU_FILES, tmp_path_factory.mktemp("cubins"))
+
+
+def test_every_kernel_source_is_checked():
+    assert SOURCES <= {cu.stem for cu in CU_FILES}
 
 
 def test_every_source_has_f32_and_f64_entry_points():

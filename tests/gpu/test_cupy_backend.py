@@ -20,6 +20,7 @@ import inspect
 import shutil
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -191,10 +192,43 @@ def test_estimators_match_oracle(xp, name, dtype, data):
     """Random chunkings of partial_fit / partial_fit_predict (read after or
     before, host or device gates) on CuPy arrays equal the oracle's prefix
     outputs; the final predict equals the batch oracle; outputs are CuPy
-    arrays of the estimator's dtype and nothing is copied to the host."""
-    K, V, Q, rng = data.draw(kv_streams(max_n=24), label="stream")
+    arrays of the estimator's dtype and nothing is copied to the host. The
+    gated delta rule runs with the chunk kernel's row threshold drawn too: the
+    default (these short calls: the recurrent kernel), 0 (every call: the
+    chunk kernel) or 9 (a mix within one stream)."""
+    if name.startswith("gd-"):
+        threshold = data.draw(st.sampled_from([None, 0, 9]), label="chunk rows")
+        with _gd_chunk_threshold(threshold):
+            _estimator_matches_oracle(xp, name, dtype, data)
+    else:
+        _estimator_matches_oracle(xp, name, dtype, data)
+
+
+@contextmanager
+def _gd_chunk_threshold(rows):
+    """Run the CuPy gated delta kernels with ``CHUNK_MIN_ROWS = rows``."""
+    from ttrlearn.kernels.cupy import gated_delta as cgd
+
+    old = cgd.CHUNK_MIN_ROWS
+    cgd.CHUNK_MIN_ROWS = old if rows is None else rows
+    try:
+        yield
+    finally:
+        cgd.CHUNK_MIN_ROWS = old
+
+
+def _estimator_matches_oracle(
+    xp, name, dtype, data, max_n=24, min_n=1, long_first=False
+):
+    """The body of test_estimators_match_oracle; returns the chunking.
+    ``long_first``: a first piece of at least 64 rows, then the rest."""
+    K, V, Q, rng = data.draw(kv_streams(min_n=min_n, max_n=max_n), label="stream")
     n = len(K)
-    pieces = data.draw(chunkings(n), label="chunks")
+    if long_first:
+        cut = data.draw(st.integers(64, n), label="first piece")
+        pieces = [(0, cut), (cut, n)] if cut < n else [(0, n)]
+    else:
+        pieces = data.draw(chunkings(n), label="chunks")
     read = data.draw(st.sampled_from(["after", "before"]), label="read")
     dev_gates = data.draw(st.booleans(), label="device gates")
     (make, oracle), _ = CONFIGS[name]
@@ -249,6 +283,37 @@ def test_estimators_match_oracle(xp, name, dtype, data):
         dtype,
         err_msg=name,
     )
+    return pieces
+
+
+@needs_gpp
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n.startswith("gd-")])
+@settings(max_examples=3, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_gated_delta_long_streams_use_the_chunk_kernel(xp, name, dtype, data):
+    """Streams of 65 to 90 rows with the default threshold: calls of at least
+    CHUNK_MIN_ROWS rows run the chunk kernel (checked), shorter pieces the
+    recurrent one, and the results equal the oracle as above."""
+    from ttrlearn.kernels.cupy import gated_delta as cgd
+
+    assert cgd.CHUNK_MIN_ROWS <= 65
+    calls = []
+    chunk = cgd.gated_delta_chunk
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[1])
+        return chunk(*args, **kwargs)
+
+    cgd.gated_delta_chunk = counting
+    try:
+        pieces = _estimator_matches_oracle(
+            xp, name, dtype, data, max_n=90, min_n=65, long_first=True
+        )
+    finally:
+        cgd.gated_delta_chunk = chunk
+    assert calls == [e - s for s, e in pieces if e - s >= cgd.CHUNK_MIN_ROWS]
+    assert calls, pieces
 
 
 @needs_gpp
@@ -480,24 +545,33 @@ def test_kernels_namespace_and_host_run(fake_cupy):
                 assert inspect.signature(getattr(mod, n)) == inspect.signature(
                     getattr(numpy_mod, n)
                 )
-    path = next(p for p in CU_FILES if p.stem == "gated_delta")
-    prev = _common.register_host_modules({"gated_delta": HostModule(path)})
+    mods = {
+        p.stem: HostModule(p)
+        for p in CU_FILES
+        if p.stem in ("gated_delta", "gated_delta_chunk")
+    }
+    prev = _common.register_host_modules(mods)
     try:
         rng = np.random.default_rng(5)
-        K = rng.normal(size=(19, 4))
-        K /= np.linalg.norm(K, axis=1, keepdims=True)
-        V, Q, M = (
-            rng.normal(size=(19, 2)),
-            rng.normal(size=(19, 4)),
-            rng.normal(size=(2, 4)),
-        )
-        b, la = rng.uniform(0, 1, 19), np.log(rng.uniform(0.5, 1, 19))
-        for after in (True, False):
-            got = cgd.gd_update_read(M, K, V, Q, b, la, after, 8)
-            want = ngd.gd_update_read(M, K, V, Q, b, la, after, 8)
-            assert isinstance(got[0], np.ndarray)
-            for g_, w_ in zip(got, want):
-                assert_close(g_, w_)
+        # 19 rows: the recurrent kernel; 70 (>= CHUNK_MIN_ROWS): the chunk one
+        for n in (19, cgd.CHUNK_MIN_ROWS + 6):
+            K = rng.normal(size=(n, 4))
+            K /= np.linalg.norm(K, axis=1, keepdims=True)
+            V, Q, M = (
+                rng.normal(size=(n, 2)),
+                rng.normal(size=(n, 4)),
+                rng.normal(size=(2, 4)),
+            )
+            b, la = rng.uniform(0, 1, n), np.log(rng.uniform(0.5, 1, n))
+            for after in (True, False):
+                got = cgd.gd_update_read(M, K, V, Q, b, la, after, 8)
+                want = ngd.gd_update_read(M, K, V, Q, b, la, after, 8)
+                assert isinstance(got[0], np.ndarray)
+                for g_, w_ in zip(got, want):
+                    assert_close(g_, w_)
+            assert_close(
+                cgd.gd_update(M, K, V, b, la, 8), ngd.gd_update(M, K, V, b, la, 8)
+            )
     finally:
         _common.register_host_modules(prev)
 

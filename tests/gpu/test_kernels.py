@@ -5,7 +5,8 @@ same .cu compiled by g++, every CUDA thread a std::thread) and, on a machine
 with a GPU, through CuPy. Shapes cover the edges: T not a multiple of the
 16-row chunk, d not a power of two, d = 1, d_k > 32 (several staged feature
 blocks), d_v > 16 (several value tiles), B > 1, T = 0; float32 and float64;
-reads after and before the write.
+reads after and before the write; for the gated delta rule also decays that
+underflow (a = 0 in float32), a = 1 and step sizes up to 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ttrlearn.gpu import (
     local_linear_solve,
     rls_masked_combine,
 )
+from ttrlearn.gpu.gated_delta import gated_delta_chunk, recurrent_fits
 
 from tests.gpu import references as ref
 
@@ -83,6 +85,110 @@ def test_gated_delta_recurrent(backend, s):
     )
     assert_close(backend.get(o), o_ref, dt, 10, "outputs")
     assert_close(backend.get(M), M_ref, dt, 10, "final state")
+
+
+def _gd_decays(rng, shape, kind):
+    """Decays in (0, 1]: mild, strong (cumulative products far below float
+    range, single gates that underflow to 0 in float32) or all ones."""
+    if kind == "one":
+        return np.ones(shape)
+    lo = -200.0 if kind == "strong" else -0.5
+    return np.exp(rng.uniform(lo, 0.0, shape))
+
+
+@settings(max_examples=25)
+@given(s=sizes, decays=st.sampled_from(["mild", "strong", "one"]))
+def test_gated_delta_chunk(backend, s, decays):
+    B, T, dk, dv, dt = s["B"], s["T"], s["dk"], s["dv"], s["dtype"]
+    rng = np.random.default_rng(s["seed"])
+    q = rng.standard_normal((B, T, dk))
+    k = unit_rows(rng, (B, T, dk))
+    v = rng.standard_normal((B, T, dv))
+    a = _gd_decays(rng, (B, T), decays).astype(dt)  # the gates the kernel sees
+    beta = rng.uniform(0.0, 2.0, (B, T))
+    M0 = rng.standard_normal((B, dv, dk))
+    o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, s["after"])
+
+    put = backend.put
+    M = put(M0.astype(dt))
+    o = gated_delta_chunk(
+        *(put(x.astype(dt)) for x in (q, k, v, a, beta)),
+        M,
+        s["after"],
+        module=backend.module("gated_delta_chunk"),
+    )
+    assert_close(backend.get(o), o_ref, dt, 10, "outputs")
+    assert_close(backend.get(M), M_ref, dt, 10, "final state")
+
+
+def test_gated_delta_chunk_equals_recurrent_kernel(backend):
+    """The two gated delta kernels on the same data (several chunks, value
+    tiles and feature blocks), and a stream split across two launches."""
+    rng = np.random.default_rng(7)
+    B, T, dk, dv = 2, 50, 35, 18
+    q = rng.standard_normal((B, T, dk))
+    k = unit_rows(rng, (B, T, dk))
+    v = rng.standard_normal((B, T, dv))
+    a = rng.uniform(0.3, 1.0, (B, T))
+    beta = rng.uniform(0.0, 2.0, (B, T))
+    M0 = rng.standard_normal((B, dv, dk))
+    put = backend.put
+    for after in (True, False):
+        Mr, Mc = put(M0.copy()), put(M0.copy())
+        o_r = gated_delta_recurrent(
+            *(put(x) for x in (q, k, v, a, beta)),
+            Mr,
+            after,
+            module=backend.module("gated_delta"),
+        )
+        o_c = gated_delta_chunk(
+            *(put(x) for x in (q, k, v, a, beta)),
+            Mc,
+            after,
+            module=backend.module("gated_delta_chunk"),
+        )
+        assert_close(backend.get(o_c), backend.get(o_r), np.float64, 10, "outputs")
+        assert_close(backend.get(Mc), backend.get(Mr), np.float64, 10, "state")
+        # the state carries over between launches: 21 rows, then 29
+        Ms = put(M0.copy())
+        parts = []
+        for sl in (slice(0, 21), slice(21, T)):
+            parts.append(
+                backend.get(
+                    gated_delta_chunk(
+                        *(put(x[:, sl]) for x in (q, k, v, a, beta)),
+                        Ms,
+                        after,
+                        module=backend.module("gated_delta_chunk"),
+                    )
+                )
+            )
+        assert_close(np.concatenate(parts, 1), backend.get(o_r), np.float64, 10)
+        assert_close(backend.get(Ms), backend.get(Mr), np.float64, 10, "split")
+
+
+def test_gated_delta_chunk_takes_widths_beyond_the_recurrent_kernel(backend):
+    """d_k = 2050 in float64: more than the recurrent kernel's shared memory
+    holds (recurrent_fits is False); the chunk kernel stages 32 at a time."""
+    rng = np.random.default_rng(11)
+    B, T, dk, dv = 1, 5, 2050, 2
+    assert not recurrent_fits(dk, 8)
+    q = rng.standard_normal((B, T, dk))
+    k = unit_rows(rng, (B, T, dk))
+    v = rng.standard_normal((B, T, dv))
+    a = rng.uniform(0.5, 1.0, (B, T))
+    beta = rng.uniform(0.0, 2.0, (B, T))
+    M0 = rng.standard_normal((B, dv, dk))
+    o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, True)
+    M = backend.put(M0.copy())
+    o = gated_delta_chunk(
+        *(backend.put(x) for x in (q, k, v, a, beta)),
+        M,
+        True,
+        module=backend.module("gated_delta_chunk"),
+    )
+    assert_close(backend.get(o), o_ref, np.float64, 10, "outputs")
+    assert_close(backend.get(M), M_ref, np.float64, 10, "final state")
 
 
 @settings(max_examples=20)
@@ -282,6 +388,19 @@ def test_kernels_match_ttrlearn_numpy_kernels(backend):
         )
         assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "gated delta")
         assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "gated delta state")
+        M = put(M0[None].copy())
+        o = gated_delta_chunk(
+            put(q[None]),
+            put(k[None]),
+            put(v[None]),
+            put(np.exp(log_a)[None]),
+            put(beta[None]),
+            M,
+            after,
+            module=backend.module("gated_delta_chunk"),
+        )
+        assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "gated delta chunk")
+        assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "gated delta chunk M")
 
         z0 = np.zeros(dk)
         O_np, M_np, _ = la.la_update_read(M0, z0, k, v, q, beta, log_a, after, False, 8)
@@ -338,3 +457,11 @@ def test_gated_delta_rows_per_block_fits_shared_memory(dtype):
             assert 1 <= R <= 128 and (R * dk + 2 * dk) * size <= 48 * 1024
     with pytest.raises(ValueError, match="too large"):
         _rows_per_block(10_000, 4, 8)
+    # recurrent_fits tells exactly which widths the recurrent launcher takes
+    for dk in (1, 2048, 2049, 4096, 4097):
+        try:
+            _rows_per_block(dk, 3, size)
+            fits = True
+        except ValueError:
+            fits = False
+        assert recurrent_fits(dk, size) == fits, dk

@@ -41,11 +41,16 @@ def run_kernels(dtypes):
         local_linear_moments,
         rls_masked_combine,
     )
+    from ttrlearn.gpu.gated_delta import gated_delta_chunk
 
-    mods = {
-        n: HostModule(_loader.SOURCE_DIR / f"{n}.cu")
-        for n in ("gated_delta", "linear_attention", "kernel_regression", "rls")
-    }
+    names = (
+        "gated_delta",
+        "gated_delta_chunk",
+        "linear_attention",
+        "kernel_regression",
+        "rls",
+    )
+    mods = {n: HostModule(_loader.SOURCE_DIR / f"{n}.cu") for n in names}
     rng = np.random.default_rng(0)
     B, T, dk, dv = 2, 19, 3, 17
     q = rng.standard_normal((B, T, dk))
@@ -67,6 +72,11 @@ def run_kernels(dtypes):
             o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, after)
             fails += _check(f"gated_delta {tag}", o, o_ref, dt)
             fails += _check(f"gated_delta state {tag}", M, M_ref, dt)
+
+            M = M0.astype(dt)  # 19 rows: a full chunk and a partial one
+            o = gated_delta_chunk(*c[:5], M, after, module=mods["gated_delta_chunk"])
+            fails += _check(f"gated_delta_chunk {tag}", o, o_ref, dt)
+            fails += _check(f"gated_delta_chunk state {tag}", M, M_ref, dt)
 
             M = M0.astype(dt)
             o = linear_attention_chunk(
