@@ -385,3 +385,81 @@ def test_numba_unit_rows_equals_numpy(dtype):
     assert got.dtype == dtype
     np.testing.assert_allclose(got, unit_rows(X), rtol=4 * np.finfo(dtype).eps)
     assert not got[2].any()
+
+
+# ------------------------------------------- large input: deferred finiteness
+DEFER_MEMORIES = {
+    "la": lambda: LinearAttentionMemory(decay=0.9, dtype="float32"),
+    "la-nodecay": lambda: LinearAttentionMemory(),
+    "rls": lambda: RLSMemory(forgetting_factor=0.99),
+    "rls-fixed-stabilized": lambda: RLSMemory(
+        ridge_mode="fixed", forgetting_factor=0.99, stabilize=0.1
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("name", list(DEFER_MEMORIES))
+@pytest.mark.parametrize(
+    "where,value,weighted",
+    [
+        ("X", np.nan, False),
+        ("X", np.inf, False),
+        ("X", -np.inf, True),
+        ("y", np.nan, True),
+        ("y", -np.inf, False),
+    ],
+)
+def test_large_bad_input_is_reported_as_bad_input(name, backend, where, value, weighted):
+    """Large plain input skips the separate finiteness pass on memories whose
+    state it would poison; it must still be a ValueError naming the input,
+    with the memory unchanged, even on a row of weight zero."""
+    from ttrlearn._base import DEFER_FINITE_SIZE
+
+    mem = DEFER_MEMORIES[name]().set_params(backend=backend)
+    rng = np.random.default_rng(0)
+    dt = np.dtype(mem.dtype)
+    mem.fit(rng.normal(size=(10, 16)).astype(dt), rng.normal(size=(10, 3)).astype(dt))
+    n = DEFER_FINITE_SIZE // 16
+    X = rng.normal(size=(n, 16)).astype(dt)
+    Y = rng.normal(size=(n, 3)).astype(dt)
+    (X if where == "X" else Y)[n // 3, 1] = value
+    w = np.ones(n)
+    if weighted:
+        w[n // 3] = 0.0
+    before = _fingerprint_plain(mem)
+    import ttrlearn._base as base
+
+    with (
+        pytest.raises(ValueError, match=f"Input {where} contains NaN or infinity"),
+        mock.patch.object(
+            base, "check_finite_inputs", wraps=base.check_finite_inputs
+        ) as deferred,
+    ):
+        mem.partial_fit(X, Y, sample_weight=w if weighted else None)
+    assert deferred.call_count == 1  # caught by the state check, then named
+    _assert_same(before, _fingerprint_plain(mem))
+    # the same input, finite, is absorbed
+    (X if where == "X" else Y)[n // 3, 1] = 0.5
+    mem.partial_fit(X, Y)
+    assert mem.n_seen_ == 10 + n
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_large_overflow_is_still_divergence(backend):
+    """Finite input that overflows the state stays a NonFiniteStateError."""
+    mem = RLSMemory(backend=backend).fit(np.ones((3, 16)), np.ones((3, 2)))
+    X = np.full((5000, 16), 1e200)
+    with pytest.raises(NonFiniteStateError, match="rolled back"):
+        mem.partial_fit(X, np.ones((5000, 2)))
+    assert mem.n_seen_ == 3
+
+
+def _fingerprint_plain(mem):
+    return {k: np.array(v, copy=True) for k, v in vars(mem).items() if k.endswith("_")}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -237,7 +237,7 @@ def test_linear_attention_matches_numpy(p, normalize):
         close(a, b, dt, msg=name)
     u0 = np_la.la_update(M, z, K, V, p["w"], p["log_a"])
     # force the compiled path whatever the size (small inputs go to numpy)
-    u1 = nb_la._update(M, z, K, V, p["w"], p["log_a"], 16)
+    u1 = nb_la._weighted_update(M, z, K, V, p["w"], p["log_a"], 16)
     u2 = nb_la.la_update(M, z, K, V, p["w"], p["log_a"])
     for a, b in zip(u1 + u2, u0 + u0):
         assert a.dtype == dt

@@ -14,6 +14,7 @@ from ttrlearn._validation import (
     SMALL_INPUT,
     _xp,
     check_gate,
+    check_finite_inputs,
     check_keys_values,
     check_queries,
     check_weights,
@@ -134,12 +135,22 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """Hook for checks across parameters (first call only)."""
         self._dtype_  # noqa: B018 - raises on a bad dtype
 
-    def _prepare(self, X, y, sample_weight, gates):
+    def _poisoned_by_nonfinite(self):
+        """Hook: True when any NaN or infinity in the keys or values is sure
+        to make the state absorbed by ``_update`` non-finite (plain products,
+        no feature map that could map -inf to 0). Such memories skip the
+        finiteness pass over large inputs in ``partial_fit``: a non-finite
+        input is then caught by the state check, and reported as bad input."""
+        return False
+
+    def _prepare(self, X, y, sample_weight, gates, *, defer_finite=False):
         first = not self.__sklearn_is_fitted__()
         if first:
             self._validate_params()
             self._check_params()
-        X, Y, is_1d = check_keys_values(self, X, y, reset=first)
+        X, Y, is_1d = check_keys_values(
+            self, X, y, reset=first, check_finite=not defer_finite
+        )
         n = X.shape[0]
         w = check_weights(sample_weight, n, X)
         g = self._check_gates(gates, n)
@@ -241,14 +252,29 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         weights or gates, after the first call) is absorbed by a one-pair
         kernel that checks finiteness itself; everything else, and any pair
         that kernel declines, takes the general validated path. Both give the
-        same memory up to rounding.
+        same memory up to rounding. On large plain input to a memory whose
+        state any NaN or infinity would poison (linear attention with the
+        identity map, RLS), the separate finiteness pass is skipped: the
+        check of the new state catches such input, which is then reported as
+        invalid input, with the memory unchanged.
         """
         if sample_weight is None and not gates and self._fast_partial_fit(X, y):
             return self
+        defer = (
+            type(X) is np.ndarray
+            and X.size >= DEFER_FINITE_SIZE
+            and self.__sklearn_is_fitted__()
+            and self._poisoned_by_nonfinite()
+        )
         with self._atomic():
-            X, Y, w, g = self._prepare(X, y, sample_weight, gates)
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                self._update(X, Y, w, g)
+            X, Y, w, g = self._prepare(X, y, sample_weight, gates, defer_finite=defer)
+            try:
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    self._update(X, Y, w, g)
+            except NonFiniteStateError:
+                if defer:  # bad input, not divergence: the error validation gives
+                    check_finite_inputs(X, Y)
+                raise
             self.n_seen_ += X.shape[0]
         return self
 
@@ -410,6 +436,10 @@ def plain_gate(value, low, high, low_open=True):
 
 
 _PLAIN_REALS = (float, int, np.float64, np.float32)
+#: ``partial_fit`` input with at least this many key entries skips the
+#: separate finiteness pass where the state check subsumes it (one pass over
+#: ``X`` and ``y`` fewer: ~20% of a GEMM-bound update).
+DEFER_FINITE_SIZE = 1 << 16
 _HOST_BACKENDS = ("numpy", "numba")
 
 DECAY_DOMAIN = dict(low=0.0, high=1.0, low_open=True)

@@ -23,22 +23,34 @@ __all__ = [
     "to_device",
 ]
 
-# Below this many rows a light path (plain numpy checks) replaces sklearn's
-# validate_data, whose fixed cost dominates one-pair-per-call streaming.
+# Up to this many query rows a light path (plain numpy checks) replaces
+# sklearn's validate_data, whose fixed cost dominates one-query predicts.
 SMALL_INPUT = 64
 
 
 def _light_ok(est, X, y, reset):
-    """True when (X, y) are plain float ndarrays that need no conversion."""
+    """True when (X, y) are plain float ndarrays that need no conversion.
+
+    For these, sklearn's ``validate_data`` would only check finiteness (and
+    pay a fixed ~100 us and, on large input, extra passes over the data), so
+    plain NumPy checks replace it.
+    """
     return (
         not reset
         and type(X) is np.ndarray
         and (y is None or type(y) is np.ndarray)
         and X.ndim == 2
-        and 0 < X.shape[0] <= SMALL_INPUT
+        and X.shape[0] > 0
         and X.dtype == est._dtype_
         and not hasattr(est, "feature_names_in_")
     )
+
+
+def check_finite_inputs(X, y):
+    """Raise ``ValueError`` (as validation would have) if ``X`` or ``y``
+    holds NaN or infinity."""
+    _finite_or_raise(X, "X")
+    _finite_or_raise(y, "y")
 
 
 def _finite_or_raise(arr, name):
@@ -153,12 +165,16 @@ def to_device(like, x):
     return _xp(like).asarray(x)
 
 
-def check_keys_values(est, X, y, *, reset):
+def check_keys_values(est, X, y, *, reset, check_finite=True):
     """Validate keys ``X`` (n, d_k) and values ``y`` (n,) or (n, d_v).
 
     Returns ``(X, Y, y_is_1d)`` with ``Y`` 2-D, both in the estimator's dtype.
     CuPy inputs are checked on the device, without sklearn's ``check_array``
     (which would copy them to the host), and stay CuPy arrays.
+
+    ``check_finite=False`` lets plain ndarrays that need no conversion skip
+    the finiteness pass; the caller then owns that check (see
+    ``BaseMemory._prepare``). Every other input is checked regardless.
     """
     check_placement(est, X, y, names=("X", "y"))
     if is_cupy_array(X):
@@ -178,8 +194,9 @@ def check_keys_values(est, X, y, *, reset):
                 f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "
                 f"{est.n_features_in_} features as input."
             )
-        _finite_or_raise(X, "X")
-        _finite_or_raise(y, "y")
+        if check_finite:
+            _finite_or_raise(X, "X")
+            _finite_or_raise(y, "y")
     else:
         X, y = validate_data(
             est, X, y, reset=reset, dtype=dtype, multi_output=True, y_numeric=True

@@ -211,6 +211,10 @@ class LinearAttentionMemory(BaseMemory):
         f = _FEATURE_MAPS.get(fm) if isinstance(fm, str) else None
         return None if f is None else f(X).astype(X.dtype, copy=False)
 
+    def _poisoned_by_nonfinite(self):
+        # M += v phi(k)^T, z += phi(k); elu+1 and relu map -inf to 0
+        return self.feature_map == "identity"
+
     def _step(self, x, v):
         a = plain_gate(self.decay, 0.0, 1.0)
         phi = self._plain_phi(x)

@@ -204,6 +204,9 @@ class RLSMemory(BaseMemory):
         self.ridge_ = float(ridge)
         self._log_decay_ = self._log_decay_ + total
 
+    def _poisoned_by_nonfinite(self):
+        return True  # H += x x^T, G += v x^T: any NaN or inf reaches them
+
     def _step(self, x, v):
         a = plain_gate(self.forgetting_factor, 0.0, 1.0)
         if a is None or x.shape[0] > STEP_MAX_FEATURES:

@@ -41,25 +41,12 @@ def _colsum(z, c, Phi, s, e, plain):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH_LA)
-def _update(M, z, Phi, V, w, log_a, block):
+def _update(M, z, Phi, V, c, plain, scale, block):
     n, d = Phi.shape
     d_v = V.shape[1]
     dt = M.dtype.type
-    total = 0.0
-    plain = True
-    for i in range(n):
-        total += log_a[i]
-        if log_a[i] != 0.0 or w[i] != 1.0:
-            plain = False
-    scale = dt(np.exp(total))
     Mn = M * scale
     z64 = np.zeros(d)
-    c = np.empty(n, dtype=M.dtype)
-    if not plain:
-        L = 0.0
-        for i in range(n):
-            L += log_a[i]
-            c[i] = dt(w[i] * np.exp(total - L))
     Vc = np.empty((min(block, n), d_v), dtype=M.dtype)
     for s in range(0, n, block):
         e = min(s + block, n)
@@ -82,9 +69,22 @@ def la_update(M, z, Phi, V, w, log_a):
     """Absorb rows: ``M <- exp(L) M + sum_i w_i exp(L - L_i) v_i phi_i^T``.
 
     ``Phi`` (n, d_phi), ``V`` (n, d_v), ``w`` (n,) float64 write weights,
-    ``log_a`` (n,) float64 log-decays. Returns new ``(M, z)``.
+    ``log_a`` (n,) float64 log-decays. Returns new ``(M, z)``. The write
+    weights come from one vectorised ``exp`` (NumPy's SIMD one) before the
+    compiled pass.
     """
-    return _update(M, z, Phi, V, w, log_a, LA_BLOCK_ROWS)
+    return _weighted_update(M, z, Phi, V, w, log_a, LA_BLOCK_ROWS)
+
+
+def _weighted_update(M, z, Phi, V, w, log_a, block):
+    if Phi.shape[0] == 0:
+        return M.copy(), z.copy()
+    L = np.cumsum(log_a)
+    total = L[-1]
+    plain = not (log_a.any() or (w != 1.0).any())
+    dt = M.dtype
+    c = np.ones(0, dtype=dt) if plain else (w * np.exp(total - L)).astype(dt)
+    return _update(M, z, Phi, V, c, plain, dt.type(np.exp(total)), block)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH_LA)
