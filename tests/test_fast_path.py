@@ -410,7 +410,9 @@ DEFER_MEMORIES = {
         ("y", -np.inf, False),
     ],
 )
-def test_large_bad_input_is_reported_as_bad_input(name, backend, where, value, weighted):
+def test_large_bad_input_is_reported_as_bad_input(
+    name, backend, where, value, weighted
+):
     """Large plain input skips the separate finiteness pass on memories whose
     state it would poison; it must still be a ValueError naming the input,
     with the memory unchanged, even on a row of weight zero."""

@@ -13,8 +13,8 @@ from ttrlearn._backends import BACKENDS, get_kernels, is_cupy_array, resolve_bac
 from ttrlearn._validation import (
     SMALL_INPUT,
     _xp,
-    check_gate,
     check_finite_inputs,
+    check_gate,
     check_keys_values,
     check_queries,
     check_weights,
