@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttrlearn._backends import array_module, is_cupy_array, require_device
 from ttrlearn._base import BaseMemory
 
 __all__ = ["FORMAT_VERSION", "FormatError", "load", "register", "registry", "save"]
@@ -195,7 +196,9 @@ def save(memory, path):
     -----
     Round trip: ``load(path)`` has the same class, hyper-parameters and
     learned arrays (bit for bit, same dtypes) as ``memory``, so it predicts
-    exactly the same and continues the same stream identically.
+    exactly the same and continues the same stream identically. The state of
+    a memory fitted with ``backend="cupy"`` is copied to the host for the
+    file; :func:`load` puts it back on the device.
     """
     if not isinstance(memory, BaseMemory):
         raise TypeError(f"save expects a ttrlearn memory, got {type(memory).__name__}")
@@ -213,6 +216,8 @@ def save(memory, path):
     }
     state, arrays, members = {}, {}, {}
     for i, (name, value) in enumerate(_learned(memory).items()):
+        if is_cupy_array(value):  # device state: the file holds a host copy
+            value = value.get()
         if isinstance(value, np.ndarray) or (
             isinstance(value, np.generic) and value.dtype.kind in "biuf"
         ):
@@ -406,6 +411,17 @@ def load(path):
         objects or invalid hyper-parameters, or its state is inconsistent.
     FileNotFoundError
         No file at ``path``.
+    ImportError
+        The memory was fitted with ``backend="cupy"`` and CuPy is not
+        installed (``pip install ttrlearn[gpu]``).
+    RuntimeError
+        The memory was fitted with ``backend="cupy"`` and no CUDA device or
+        driver is usable.
+
+    Notes
+    -----
+    A memory fitted with ``backend="cupy"`` is restored with its arrays on
+    the current CUDA device, where such a memory keeps its state.
     """
     with _open(path) as zf:
         header = _header(zf, path)
@@ -444,6 +460,14 @@ def load(path):
             if name in learned:
                 raise _fail(path, f"learned attribute {name!r} is stored twice")
             learned[name] = _read_array(zf, name, spec, path)
+    if learned.get("backend_") == "cupy":  # the state goes back to the device
+        cupy = require_device()
+        learned = {
+            k: cupy.asarray(v)
+            if isinstance(v, np.ndarray) and v.dtype.kind in "biuf"
+            else v
+            for k, v in learned.items()
+        }
     for name, value in learned.items():
         setattr(memory, name, value)
     _check_consistent(memory, path)
@@ -460,7 +484,8 @@ def _check_consistent(memory, path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "X has no feature names"
-            out = memory.predict(np.zeros((1, d), dtype=memory._dtype_))
+            xp = array_module(*_learned(memory).values())  # host or device
+            out = memory.predict(xp.zeros((1, d), dtype=memory._dtype_))
     except Exception as exc:
         raise _fail(
             path, f"the stored state is inconsistent ({type(exc).__name__}: {exc})"

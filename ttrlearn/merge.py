@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import clone
 
+from ttrlearn._backends import array_module, is_cupy_array
 from ttrlearn._base import BaseMemory
 
 __all__ = ["MergeError", "merge_memories", "register_merger"]
@@ -202,7 +203,8 @@ def _copy(m, params_from=None):
     out = clone(params_from if params_from is not None else m)
     for name, value in m.__dict__.items():
         if name.endswith("_") and not name.startswith("__"):
-            setattr(out, name, value.copy() if isinstance(value, np.ndarray) else value)
+            copy = isinstance(value, np.ndarray) or is_cupy_array(value)
+            setattr(out, name, value.copy() if copy else value)
     return out
 
 
@@ -240,7 +242,8 @@ def _merge_rls(a, b):
     H0 = float(a.alpha) if a.ridge_mode == "decayed" else 0.0
     H = P * a.gram_ + b.gram_
     if H0:
-        H = H - a._dtype_.type(H0 * np.exp(Lb)) * np.eye(d, dtype=H.dtype)
+        eye = array_module(H).eye(d, dtype=H.dtype)  # next to the state
+        H = H - a._dtype_.type(H0 * np.exp(Lb)) * eye
     H = 0.5 * (H + H.T)
     G = P * a.moment_ + b.moment_
     # the effective ridge composes like H's identity part
@@ -278,8 +281,9 @@ def _merge_kernel_regression(a, b):
     lo = 0
     if a.max_memory is not None and n > a.max_memory:
         lo = n - a.max_memory
+    xp = array_module(keys)  # the buffers stay where they live (host/GPU)
     keys, vals, raw, pos = (
-        np.ascontiguousarray(x[lo:]) for x in (keys, vals, raw, pos)
+        xp.ascontiguousarray(x[lo:]) for x in (keys, vals, raw, pos)
     )
     return {
         "_kbuf_": keys,

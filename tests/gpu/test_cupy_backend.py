@@ -16,6 +16,7 @@ The ``gpu``-marked variants run the same property tests on real CuPy arrays
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import shutil
 import sys
@@ -604,3 +605,176 @@ def test_fake_cupy_refuses_what_cupy_refuses(fake_cupy):
     assert cp._fake.counts["sync"] == c["sync"] + 1
     L = cp.linalg.cholesky(cp.asarray(-np.eye(2)))  # no raise, as CuPy's default
     assert not bool(cp.isfinite(L).all())
+
+
+# ------------------------------------- merge, save / load, Dask on the device
+#: mergeable memories (GatedDeltaMemory tracks its segment map); the streams
+#: below have 80 rows and the first piece 70, so the gated delta rule runs the
+#: chunk kernel there and the recurrent one on the rest
+DEVICE_MERGEABLE = {
+    "la": lambda **kw: ttrlearn.LinearAttentionMemory(
+        feature_map="elu+1", normalize=True, **kw
+    ),
+    "rls-decayed": lambda **kw: ttrlearn.RLSMemory(alpha=0.5, **kw),
+    "rls-fixed": lambda **kw: ttrlearn.RLSMemory(alpha=0.5, ridge_mode="fixed", **kw),
+    "kr-window": lambda **kw: ttrlearn.KernelRegressionMemory(
+        max_memory=50, block_size=7, **kw
+    ),
+    "gd": lambda **kw: ttrlearn.GatedDeltaMemory(track_segment_map=True, **kw),
+}
+
+
+def _device_stream(seed, n=80, dk=3, dv=2):
+    rng = np.random.default_rng(seed)
+    K, V = rng.normal(size=(n, dk)), rng.normal(size=(n, dv))
+    Q = rng.normal(size=(9, dk))
+    g = {"decay": rng.uniform(0.8, 1.0, n), "sample_weight": rng.uniform(0.1, 2.0, n)}
+    return K, V, Q, g, rng
+
+
+def _learned_arrays(m):
+    return {
+        k: v
+        for k, v in vars(m).items()
+        if k.endswith("_") and (isinstance(v, np.ndarray) or hasattr(v, "get"))
+    }
+
+
+def _on_device(m):
+    arrays = _learned_arrays(m)
+    assert arrays
+    for k, v in arrays.items():
+        assert type(v).__module__.split(".")[0] == "cupy", (k, type(v))
+    return arrays
+
+
+@needs_gpp
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", list(DEVICE_MERGEABLE))
+def test_merge_of_device_memories_equals_the_joined_fit(xp, name, dtype):
+    """``a.merge(b)`` of two CuPy-fitted memories stays on the device, copies
+    nothing to the host, leaves the operands unchanged and equals the fit on
+    the joined stream (and the NumPy backend's merge); it continues the
+    stream like that fit."""
+    K, V, Q, g, rng = _device_stream(1)
+    make = functools.partial(DEVICE_MERGEABLE[name], dtype=np.dtype(dtype).name)
+    dev = {k: xp.asarray(x.astype(dtype)) for k, x in (("K", K), ("V", V), ("Q", Q))}
+    c = 70
+    first = {k: v[:c] for k, v in g.items()}
+    rest = {k: v[c:] for k, v in g.items()}
+    full = make().fit(dev["K"], dev["V"], **g)
+    a = make().fit(dev["K"][:c], dev["V"][:c], **first)
+    b = make().fit(dev["K"][c:], dev["V"][c:], **rest)
+    snaps = [{k: v.get() for k, v in _on_device(m).items()} for m in (a, b)]
+    with _NoHostCopies(xp):
+        merged = a.merge(b)
+    _on_device(merged)
+    for m, snap in zip((a, b), snaps):
+        for k, v in _learned_arrays(m).items():
+            np.testing.assert_array_equal(v.get(), snap[k], err_msg=k)
+    assert merged.n_seen_ == len(K) and merged.backend_ == "cupy"
+    want = full.predict(dev["Q"]).get()
+    assert_close(merged.predict(dev["Q"]).get(), want, dtype, err_msg=name)
+    host = make(backend="numpy")
+    host_merged = host.fit(K[:c], V[:c], **first).merge(
+        make(backend="numpy").fit(K[c:], V[c:], **rest)
+    )
+    assert_close(merged.predict(dev["Q"]).get(), host_merged.predict(Q), dtype)
+    K2, V2 = rng.normal(size=(5, K.shape[1])), rng.normal(size=(5, V.shape[1]))
+    K2d, V2d = xp.asarray(K2.astype(dtype)), xp.asarray(V2.astype(dtype))
+    with _NoHostCopies(xp):
+        got = merged.partial_fit_predict(K2d, V2d, read="before")
+    assert_close(
+        got.get(), full.partial_fit_predict(K2d, V2d, read="before").get(), dtype
+    )
+
+
+@needs_gpp
+@pytest.mark.parametrize("name", list(DEVICE_MERGEABLE))
+def test_merge_with_an_empty_memory_copies_the_device_state(xp, name):
+    """The copy owns its arrays: continuing the copy and the original with
+    different pairs (the kernel memory appends into spare buffer rows in
+    place) leaves each equal to its own single fit."""
+    K, V, Q, _, _ = _device_stream(2, n=30)
+    make = DEVICE_MERGEABLE[name]
+    Kd, Vd, Qd = (xp.asarray(x) for x in (K, V, Q))
+    a = make().fit(Kd[:20], Vd[:20])
+    copy = a.merge(make())
+    _on_device(copy)
+    for k, v in _learned_arrays(copy).items():
+        assert v is not getattr(a, k), k
+    a.partial_fit(Kd[20:25], Vd[20:25])
+    copy.partial_fit(Kd[25:], Vd[25:])
+    for m, rows in ((a, np.r_[0:25]), (copy, np.r_[0:20, 25:30])):
+        want = make().fit(Kd[rows], Vd[rows]).predict(Qd).get()
+        assert_close(m.predict(Qd).get(), want, err_msg=name)
+
+
+@needs_gpp
+@pytest.mark.parametrize("name", list(DEVICE_MERGEABLE))
+def test_save_and_load_a_device_memory(xp, name, tmp_path):
+    """``save`` writes host data (an ordinary file, readable without CuPy);
+    ``load`` puts the state back on the device, bit for bit, and the loaded
+    memory predicts and continues the stream exactly like the saved one.
+    Without CuPy, ``load`` of such a file names the extra."""
+    from ttrlearn import io as tio
+
+    K, V, Q, g, _ = _device_stream(3, n=70)
+    make = DEVICE_MERGEABLE[name]
+    Kd, Vd, Qd = (xp.asarray(x) for x in (K, V, Q))
+    mem = make().fit(Kd[:66], Vd[:66], **{k: v[:66] for k, v in g.items()})
+    arrays = {k: v.get() for k, v in _on_device(mem).items()}
+    path = tio.save(mem, tmp_path / "mem.npz")
+    _on_device(mem)  # saving copies, it does not move the memory
+    with np.load(path, allow_pickle=False) as npz:  # plain host data
+        stored = {n: npz[n] for n in npz.files if n.startswith("arrays/")}
+    assert stored and all(isinstance(v, np.ndarray) for v in stored.values())
+    loaded = tio.load(path)
+    assert loaded.backend_ == "cupy" and loaded.n_seen_ == 66
+    for k, v in _on_device(loaded).items():
+        assert v.dtype == arrays[k].dtype
+        np.testing.assert_array_equal(v.get(), arrays[k], err_msg=k)
+    np.testing.assert_array_equal(loaded.predict(Qd).get(), mem.predict(Qd).get())
+    rest = {k: v[66:] for k, v in g.items()}
+    with _NoHostCopies(xp):
+        got = loaded.partial_fit_predict(Kd[66:], Vd[66:], **rest)
+    want = mem.partial_fit_predict(Kd[66:], Vd[66:], **rest)
+    np.testing.assert_array_equal(got.get(), want.get())
+    saved = sys.modules.get("cupy")
+    sys.modules["cupy"] = None  # import cupy -> ImportError
+    try:
+        with pytest.raises(ImportError, match=r"pip install ttrlearn\[gpu\]"):
+            tio.load(path)
+    finally:
+        sys.modules["cupy"] = saved
+
+
+@needs_gpp
+@pytest.mark.parametrize("name", list(DEVICE_MERGEABLE))
+def test_distributed_fit_of_device_blocks(xp, name):
+    """``ttrlearn.distributed`` on a Dask array of CuPy blocks (Dask's CuPy
+    meta): blocks fitted on the device, merged in order, equal the single fit;
+    ``predict`` gives CuPy blocks. In-process scheduler: CuPy blocks would
+    travel between worker processes only with a GPU on each."""
+    dask = pytest.importorskip("dask", reason="pip install ttrlearn[dask]")
+    import dask.array as da
+
+    from ttrlearn import distributed as dist
+
+    K, V, Q, g, _ = _device_stream(4, n=85)
+    make = DEVICE_MERGEABLE[name]
+    Kd, Vd, Qd = (xp.asarray(x) for x in (K, V, Q))
+    X = da.from_array(Kd, chunks=(70, -1), asarray=False)  # blocks of 70 and 15
+    Y = da.from_array(Vd, chunks=(70, -1), asarray=False)
+    assert type(X._meta).__module__ == "cupy"
+    with dask.config.set(scheduler="synchronous"):
+        mem = dist.fit(make(), X, Y, **g, split_every=2)
+        out = dist.predict(mem, da.from_array(Qd, chunks=(4, -1), asarray=False))
+        pred = out.compute()
+    _on_device(mem)
+    full = make().fit(Kd, Vd, **g)
+    assert mem.n_seen_ == len(K)
+    want = full.predict(Qd).get()
+    assert_close(mem.predict(Qd).get(), want, err_msg=name)
+    assert type(pred).__module__ == "cupy"
+    assert_close(pred.get(), want, err_msg=name)
