@@ -10,7 +10,7 @@ this folder for what is verified and how.
 from __future__ import annotations
 
 from ttrlearn.gpu._loader import get_module, gpu_available, load_source
-from ttrlearn.gpu.gated_delta import gated_delta_recurrent
+from ttrlearn.gpu.gated_delta import gated_delta_chunk, gated_delta_recurrent
 from ttrlearn.gpu.kernel_regression import (
     kernel_regression_recall,
     local_linear_moments,
@@ -20,6 +20,7 @@ from ttrlearn.gpu.linear_attention import linear_attention_chunk
 from ttrlearn.gpu.rls import rls_masked_combine
 
 __all__ = [
+    "gated_delta_chunk",
     "gated_delta_recurrent",
     "get_module",
     "gpu_available",

@@ -14,6 +14,7 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
+from ttrlearn._backends import is_cupy_array
 from ttrlearn._base import BaseMemory
 from ttrlearn.merge import merge_memories
 
@@ -60,7 +61,8 @@ def _rows_like(name, v, row_chunks, n, da):
     """A per-row argument (sample weight, gate) chunked like the keys."""
     if v is None or (np.ndim(v) == 0 and not _is_dask(v)):
         return None
-    v = v if _is_dask(v) else da.from_array(np.asarray(v), chunks=-1)
+    if not _is_dask(v):  # CuPy gates stay on the device (np.asarray would copy)
+        v = da.from_array(v if is_cupy_array(v) else np.asarray(v), chunks=-1)
     if v.ndim != 1 or v.shape[0] != n:
         raise ValueError(f"{name} must have shape ({n},), got {v.shape}")
     return v.rechunk((row_chunks,)).to_delayed().ravel()

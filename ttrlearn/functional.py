@@ -159,13 +159,17 @@ def _dla(q, k, v, decay, weight, normalize, initial_state, after):
 
 
 def _dgd(q, k, v, decay, beta, initial_state, after):
-    from ttrlearn.gpu import gated_delta_recurrent
+    from ttrlearn.gpu import gated_delta_chunk, gated_delta_recurrent
+    from ttrlearn.kernels.cupy.gated_delta import use_chunk_kernel
 
     xp, dt, q, k, v, a, bt = _dstreams(q, k, v, decay, beta, "beta")
-    B, _, d_k = k.shape
+    B, T, d_k = k.shape
     a, bt = a.astype(dt), bt.astype(dt)
     M = _dstate(xp, initial_state, (B, v.shape[2], d_k), dt, "initial_state")
-    o = gated_delta_recurrent(q, k, v, a, bt, M, after)
+    # the estimators' rule: the chunked WY kernel for long streams
+    chunked = use_chunk_kernel(T, d_k, dt.itemsize)
+    launch = gated_delta_chunk if chunked else gated_delta_recurrent
+    o = launch(q, k, v, a, bt, M, after)
     return o, M
 
 

@@ -778,3 +778,25 @@ def test_distributed_fit_of_device_blocks(xp, name):
     assert_close(mem.predict(Qd).get(), want, err_msg=name)
     assert type(pred).__module__ == "cupy"
     assert_close(pred.get(), want, err_msg=name)
+
+
+@needs_gpp
+def test_distributed_fit_with_device_gates(xp):
+    """Per-row gates and weights given as plain CuPy arrays are chunked on
+    the device (never copied to the host) like the keys."""
+    dask = pytest.importorskip("dask", reason="pip install ttrlearn[dask]")
+    import dask.array as da
+
+    from ttrlearn import distributed as dist
+
+    name = next(iter(DEVICE_MERGEABLE))
+    K, V, _, g, _ = _device_stream(4, n=85)
+    make = DEVICE_MERGEABLE[name]
+    Kd, Vd = xp.asarray(K), xp.asarray(V)
+    gd = {k: xp.asarray(v) if np.ndim(v) else v for k, v in g.items()}
+    X = da.from_array(Kd, chunks=(70, -1), asarray=False)
+    Y = da.from_array(Vd, chunks=(70, -1), asarray=False)
+    with dask.config.set(scheduler="synchronous"):
+        mem = dist.fit(make(), X, Y, **gd, split_every=2)
+    want = make().fit(Kd, Vd, **g).predict(Kd[:5]).get()
+    assert_close(mem.predict(Kd[:5]).get(), want, err_msg=name)

@@ -43,7 +43,7 @@ def gd_read(M, Q):
     return Q @ M.T
 
 
-def _use_chunk(n, d_k, itemsize):
+def use_chunk_kernel(n, d_k, itemsize):
     """Whether ``n`` rows of width ``d_k`` go to the chunk kernel."""
     return n >= CHUNK_MIN_ROWS or not recurrent_fits(d_k, itemsize)
 
@@ -52,7 +52,7 @@ def _run(M, K, V, Q, b, log_a, after):
     xp = xp_of(M, K)
     dt = M.dtype
     S = xp.array(M, dtype=dt, order="C", copy=True)[None]  # the kernel's in/out
-    if _use_chunk(K.shape[0], K.shape[1], dt.itemsize):
+    if use_chunk_kernel(K.shape[0], K.shape[1], dt.itemsize):
         launch, name = gated_delta_chunk, "gated_delta_chunk"
     else:
         launch, name = gated_delta_recurrent, "gated_delta"
