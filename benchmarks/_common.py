@@ -141,7 +141,7 @@ class Row:
     def met(self):
         if self.threshold is None:
             return None
-        return self.ratio >= self.threshold
+        return bool(self.ratio >= self.threshold)
 
     @property
     def peak_fraction(self):
