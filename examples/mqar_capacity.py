@@ -55,8 +55,10 @@ for name, mem in memories.items():
     print(f"{name:28s}" + "".join(f"{e:8.3f}" for e in errors[name]))
 N = np.array([int(r * d) for r in ratios])
 print(f"{'theory: LA (N-1)/d':28s}" + "".join(f"{e:8.3f}" for e in (N - 1) / d))
-print(f"{'theory: LS (N-d)/N':28s}" + "".join(
-    f"{e:8.3f}" for e in np.maximum(N - d, 0) / N))
+print(
+    f"{'theory: LS (N-d)/N':28s}"
+    + "".join(f"{e:8.3f}" for e in np.maximum(N - d, 0) / N)
+)
 
 # %%
 # The picture
@@ -68,8 +70,13 @@ for name, errs in errors.items():
     ax.plot(ratios, np.maximum(errs, 1e-8), marker="o", label=name)
 ax.plot(ratios, (N - 1) / d, "k--", lw=1, label="(N - 1) / d")
 ax.plot(ratios, np.maximum((N - d) / N, 1e-8), "k:", lw=1, label="max(0, N - d) / N")
-ax.set(xscale="log", yscale="log", xlabel="N / d", ylabel="relative recall error",
-       title=f"random unit pairs in R^{d}")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="N / d",
+    ylabel="relative recall error",
+    title=f"random unit pairs in R^{d}",
+)
 ax.legend(fontsize=7)
 fig.tight_layout()
 
@@ -83,8 +90,13 @@ print("inputs:", X[0])
 print("labels:", np.where(Y[0] == -100, -1, Y[0]))
 
 n_pairs = 8
-X, Y = make_mqar(vocab_size=1024, seq_len=4 * n_pairs, n_pairs=n_pairs,
-                 n_examples=4 if QUICK else 16, seed=1)
+X, Y = make_mqar(
+    vocab_size=1024,
+    seq_len=4 * n_pairs,
+    n_pairs=n_pairs,
+    n_examples=4 if QUICK else 16,
+    seed=1,
+)
 E = token_embeddings(1024, d, seed=1)
 for name, mem in memories.items():
     res = mqar_recall(mem, X, Y, E)

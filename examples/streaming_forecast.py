@@ -55,8 +55,9 @@ print("actual:                      ", x[-5:])
 # same years.
 for name, model in [("RLS memory", f), ("naive persistence", NaiveForecaster())]:
     r = evaluate_prequential(model, x, warmup=44)
-    print(f"{name:18s} MAE {r.mae:6.2f}  MASE {r.mase:5.3f}  ({r.origins.size} "
-          "forecasts)")
+    print(
+        f"{name:18s} MAE {r.mae:6.2f}  MASE {r.mase:5.3f}  ({r.origins.size} forecasts)"
+    )
 
 # %%
 # Streaming pipeline = batch fit on the same pairs
