@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 
 from tests.conftest import HOST_BACKENDS, TOL, assert_close
+from tests.memories.test_oracles import _gd, _la, _rls
 from tests.strategies import kv_streams
 from tests.test_errors import _assert_unchanged, _fingerprint
 from ttrlearn import (
@@ -25,7 +26,6 @@ from ttrlearn import (
     NonFiniteStateError,
     RLSMemory,
 )
-from ttrlearn import reference as ref
 from ttrlearn._base import BaseMemory
 from ttrlearn.kernels.numba import step as nb_step
 from ttrlearn.kernels.numpy import step as np_step
@@ -33,70 +33,32 @@ from ttrlearn.kernels.numpy import step as np_step
 DECAY = 0.9
 
 
-def _la(fm, normalize, decay=DECAY):
-    def make(**kw):
-        return LinearAttentionMemory(
-            feature_map=fm, normalize=normalize, decay=decay, **kw
-        )
+def _constant_decay(factory, decay=DECAY):
+    """A configuration of tests.memories.test_oracles with a constant
+    constructor decay (the fast path takes no per-call gates)."""
+    make, oracle = factory
 
-    def oracle(K, V, Q):
-        return ref.linear_attention(
-            K,
-            V,
-            Q,
-            decay=np.full(len(K), decay),
-            feature_map_=fm,
-            normalize=normalize,
-        )[1]
+    def make_decayed(**kw):
+        mem = make(**kw)
+        gate = "forgetting_factor" if isinstance(mem, RLSMemory) else "decay"
+        return mem.set_params(**{gate: decay})
 
-    return make, oracle
+    def oracle_decayed(K, V, Q):
+        return oracle(K, V, Q, decay=np.full(len(K), decay))
 
-
-def _rls(alpha, mode, ff=DECAY):
-    def make(**kw):
-        return RLSMemory(alpha=alpha, ridge_mode=mode, forgetting_factor=ff, **kw)
-
-    def oracle(K, V, Q):
-        coef = ref.ridge(K, V, alpha=alpha, decay=np.full(len(K), ff), ridge_mode=mode)
-        return np.asarray(Q, float) @ coef.T
-
-    return make, oracle
-
-
-def _gd(step, lr, nk, decay=DECAY):
-    def make(**kw):
-        return GatedDeltaMemory(
-            step=step, learning_rate=lr, normalize_keys=nk, decay=decay, **kw
-        )
-
-    def oracle(K, V, Q):
-        M = ref.gated_delta(
-            K,
-            V,
-            None,
-            decay=np.full(len(K), decay),
-            learning_rate=lr,
-            step=step,
-            normalize_keys=nk,
-        )[0]
-        Qf = np.asarray(Q, float)
-        if nk:
-            Qf = Qf / np.maximum(np.linalg.norm(Qf, axis=1, keepdims=True), 1e-300)
-        return Qf @ M.T
-
-    return make, oracle
+    return make_decayed, oracle_decayed
 
 
 CONFIGS = {
-    "la-identity": _la("identity", False),
-    "la-identity-nodecay": _la("identity", False, decay=1.0),
-    "la-elu1-normalized": _la("elu+1", True),
-    "la-relu": _la("relu", False),
-    "rls-decayed": _rls(1.0, "decayed"),
-    "rls-fixed": _rls(0.5, "fixed"),
-    "rls-nodecay": _rls(0.3, "decayed", ff=1.0),
-    "gd-explicit": _gd("explicit", 0.9, True),
-    "gd-implicit": _gd("implicit", 3.0, False),
+    "la-identity": _constant_decay(_la("identity", False)),
+    "la-identity-nodecay": _constant_decay(_la("identity", False), 1.0),
+    "la-elu1-normalized": _constant_decay(_la("elu+1", True)),
+    "la-relu": _constant_decay(_la("relu", False)),
+    "rls-decayed": _constant_decay(_rls(1.0, "decayed")),
+    "rls-fixed": _constant_decay(_rls(0.5, "fixed")),
+    "rls-nodecay": _constant_decay(_rls(0.3, "decayed"), 1.0),
+    "gd-explicit": _constant_decay(_gd("explicit", 0.9)),
+    "gd-implicit": _constant_decay(_gd("implicit", 3.0, False)),
 }
 
 
