@@ -427,3 +427,116 @@ def _assert_same(a, b):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# ------------------------------------------------------ review regressions
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
+def test_rank_deficient_rls_gives_the_minimum_norm_solution(backend, general):
+    """Two nearly collinear keys without a ridge: a Cholesky pivot at rounding
+    level must not be trusted (it gave coefficients ~1e15)."""
+    K = np.array(
+        [
+            [0.7431873305110506, 0.21191636135133324, 0.5203046475441981, -0.10739],
+            [0.06019171585713475, 0.0171633838256715, 0.0421401552722801, -0.0087],
+        ]
+    )
+    K[1] = K[0] * (K[1, 0] / K[0, 0])  # exactly collinear up to rounding
+    Y = np.array([[-0.07729256326094218], [-0.03637038490501321]])
+    mem = RLSMemory(alpha=0.0, backend=backend).fit(K[:1], Y[:1])
+    sw = np.ones(1) if general else None
+    mem.partial_fit(K[1:], Y[1:], sample_weight=sw)
+    want = Y.T @ np.linalg.pinv(K.T)
+    np.testing.assert_allclose(mem.coef_, want, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_set_params_dtype_after_fit_matches_the_general_path(backend):
+    rng = np.random.default_rng(0)
+    K, V = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    for bad in ("float16", "int64"):
+        mem = RLSMemory(backend=backend).fit(K, V).set_params(dtype=bad)
+        with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+            mem.partial_fit(K[:1].astype(bad), V[:1].astype(bad))
+        with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+            mem.predict(K[:1].astype(bad))
+    fast = RLSMemory(backend=backend).fit(K, V).set_params(dtype="float32")
+    slow = RLSMemory(backend=backend).fit(K, V).set_params(dtype="float32")
+    fast.partial_fit(K[:1].astype(np.float32), V[:1].astype(np.float32))
+    slow.partial_fit(K[:1], V[:1], sample_weight=np.ones(1))
+    assert fast.coef_.dtype == slow.coef_.dtype == np.float32
+
+
+class _HalfKeys(GatedDeltaMemory):
+    """A user subclass overriding a hook the one-pair step reproduces."""
+
+    def _keys(self, X):
+        return 0.5 * X
+
+
+class _TanhMap(LinearAttentionMemory):
+    """A user subclass whose feature map turns infinities finite."""
+
+    def _phi(self, X):
+        return np.tanh(X)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_subclasses_overriding_hooks_take_the_general_path(backend):
+    rng = np.random.default_rng(0)
+    K, V = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    a = _HalfKeys(normalize_keys=False, learning_rate=0.1, backend=backend)
+    b = _HalfKeys(normalize_keys=False, learning_rate=0.1, backend=backend)
+    a.fit(K[:1], V[:1])
+    b.fit(K[:1], V[:1])
+    for i in range(1, 4):
+        a.partial_fit(K[i : i + 1], V[i : i + 1])
+        b.partial_fit(K[i : i + 1], V[i : i + 1], sample_weight=np.ones(1))
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    # no deferred finiteness check either: infinite keys are bad input
+    mem = _TanhMap(backend=backend).fit(K, V)
+    X = rng.normal(size=(20_000, 3))
+    X[7, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        mem.partial_fit(X, rng.normal(size=(20_000, 2)))
+    assert mem.n_seen_ == 4
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_divergence_warning_at_the_boundary_is_the_general_paths(backend):
+    """Where rounding of ||k||^2 decides whether the explicit step reaches 2,
+    the fast path defers to the general path."""
+    for seed in range(40):
+        x = np.random.default_rng(seed).normal(size=(1, 8))
+        outcome = []
+        for sw in (None, np.ones(1)):
+            m = GatedDeltaMemory(learning_rate=2.0, backend=backend)
+            m.fit(np.zeros((1, 8)), np.zeros(1))
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                m.partial_fit(x, np.ones(1), sample_weight=sw)
+            outcome.append(([str(i.message) for i in w], m.coef_.copy(), m.n_seen_))
+        (w_fast, c_fast, n_fast), (w_slow, c_slow, n_slow) = outcome
+        assert w_fast == w_slow, seed
+        assert n_fast == n_slow == 2
+        np.testing.assert_allclose(c_fast, c_slow, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_failed_step_bookkeeping_changes_nothing(backend):
+    """The one-pair path computes every attribute before assigning any."""
+    rng = np.random.default_rng(0)
+    for mem in (RLSMemory(forgetting_factor=0.9), LinearAttentionMemory(decay=0.9)):
+        mem.set_params(backend=backend).fit(rng.normal(size=(3, 2)), np.ones(3))
+        del mem._log_decay_  # e.g. a state saved before this attribute existed
+        before = _fingerprint_plain(mem)
+        with pytest.raises(AttributeError):
+            mem.partial_fit(np.ones((1, 2)), np.ones(1))
+        _assert_same(before, _fingerprint_plain(mem))
+
+
+def test_zero_dimensional_values_get_sklearns_error_at_any_size():
+    mem = RLSMemory().fit(np.ones((3, 2)), np.ones(3))
+    for n in (1, 100):  # not an IndexError from the light path
+        with pytest.raises(TypeError, match="at least 1 dimension"):
+            mem.partial_fit(np.ones((n, 2)), np.array(1.0))

@@ -31,7 +31,9 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     A memory absorbs key-value pairs in row order with :meth:`partial_fit` and
     recalls with :meth:`predict`. Subclasses implement ``_init_state``,
     ``_update`` and ``_update_read`` (and ``_read``) on validated, contiguous
-    arrays; this class owns validation, the first-call logic, per-sample gates,
+    arrays (``_update`` sees unchecked finiteness on large input where the
+    subclass declares ``_poisoned_by_nonfinite``), and optionally a one-pair
+    ``_step``; this class owns validation, the first-call logic, per-sample gates,
     backend resolution and the all-or-nothing guarantee: a call that raises
     leaves every attribute exactly as it was, and an update that would make
     the state non-finite is rolled back with :class:`NonFiniteStateError`.
@@ -185,19 +187,38 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         width and dtype that needs no conversion: the fast path's only input.
 
         Anything else (first call, CuPy, feature names, other dtypes or
-        layouts) takes the general path, which validates and converts.
+        layouts, an invalid ``dtype`` parameter) takes the general path,
+        which validates and converts.
         """
         d = self.__dict__
         return (
             type(X) is np.ndarray
             and X.ndim == 2
             and 0 < X.shape[0] <= SMALL_INPUT
+            and "n_seen_" in d
             and d.get("backend_") in _HOST_BACKENDS
             and "feature_names_in_" not in d
             and X.shape[1] == d["n_features_in_"]
+            and X.dtype in _FLOAT_DTYPES
             and X.dtype == self.dtype
             and X.flags.c_contiguous
         )
+
+    @classmethod
+    def _own_hooks(cls):
+        """Whether ``cls`` runs the ``_step`` / ``_poisoned_by_nonfinite``
+        shortcuts of the class that defines them on that class's own update
+        (a subclass overriding a hook they assume, say ``_keys`` or ``_phi``,
+        gets the general path only)."""
+        ok = _OWN_HOOKS.get(cls)
+        if ok is None:
+            owner = next(c for c in cls.__mro__ if "_step" in c.__dict__)
+            names = ("_step", "_poisoned_by_nonfinite", *owner._step_assumes)
+            ok = owner is not BaseMemory and all(
+                getattr(cls, n) is getattr(owner, n) for n in names
+            )
+            _OWN_HOOKS[cls] = ok
+        return ok
 
     def _fast_partial_fit(self, X, y):
         """Absorb one plain pair without the general machinery; False when
@@ -210,19 +231,25 @@ class BaseMemory(RegressorMixin, BaseEstimator):
             and y.dtype == X.dtype
             and y.flags.c_contiguous
             and y.shape == ((1,) if self._y_1d_ else (1, self.n_outputs_))
+            and self._own_hooks()
         ):
             return False
-        if not self._step(X[0], y.reshape(-1)):
+        new = self._step(X[0], y.reshape(-1))
+        if new is None:
             return False
-        self.n_seen_ += 1
+        new["n_seen_"] = self.n_seen_ + 1
+        self.__dict__.update(new)  # every attribute at once, or none
         return True
 
+    #: methods whose behaviour ``_step`` reproduces (see ``_own_hooks``)
+    _step_assumes: tuple = ()
+
     def _step(self, x, v):
-        """Hook: absorb the single pair ``(x, v)`` (1-D, validated layout and
-        dtype, not yet checked finite) with the scalar hyper-parameters;
-        True when done, False to leave it to the general path. Must change
-        nothing unless it returns True."""
-        return False
+        """Hook: the new attributes after the single pair ``(x, v)`` (1-D,
+        validated layout and dtype, not yet checked finite) under the scalar
+        hyper-parameters, or None to leave it to the general path. Computes,
+        never assigns: the caller commits the returned dict in one update."""
+        return None
 
     # ------------------------------------------------------------ public API
     def partial_fit(self, X, y, sample_weight=None, **gates):
@@ -264,6 +291,7 @@ class BaseMemory(RegressorMixin, BaseEstimator):
             type(X) is np.ndarray
             and X.size >= DEFER_FINITE_SIZE
             and self.__sklearn_is_fitted__()
+            and self._own_hooks()
             and self._poisoned_by_nonfinite()
         )
         with self._atomic():
@@ -441,6 +469,8 @@ _PLAIN_REALS = (float, int, np.float64, np.float32)
 #: ``X`` and ``y`` fewer: ~20% of a GEMM-bound update).
 DEFER_FINITE_SIZE = 1 << 16
 _HOST_BACKENDS = ("numpy", "numba")
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_OWN_HOOKS: dict = {}
 
 DECAY_DOMAIN = dict(low=0.0, high=1.0, low_open=True)
 RATE_DOMAIN = dict(low=0.0, high=None, low_open=False)

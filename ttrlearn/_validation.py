@@ -31,9 +31,10 @@ SMALL_INPUT = 64
 def _light_ok(est, X, y, reset):
     """True when (X, y) are plain float ndarrays that need no conversion.
 
-    For these, sklearn's ``validate_data`` would only check finiteness (and
-    pay a fixed ~100 us and, on large input, extra passes over the data), so
-    plain NumPy checks replace it.
+    For these (with ``y`` 1-D or 2-D, of the same dtype and length, checked
+    by the caller), plain NumPy checks of finiteness and width replace
+    sklearn's ``validate_data``, which costs a fixed ~100 us and, on large
+    input, extra passes over the data.
     """
     return (
         not reset
@@ -188,7 +189,12 @@ def check_keys_values(est, X, y, *, reset, check_finite=True):
             )
         return X, _xp(Y).ascontiguousarray(Y), is_1d
     dtype = est._dtype_
-    if _light_ok(est, X, y, reset) and y.dtype == dtype and y.shape[0] == X.shape[0]:
+    if (
+        _light_ok(est, X, y, reset)
+        and y.dtype == dtype
+        and y.ndim in (1, 2)
+        and y.shape[0] == X.shape[0]
+    ):
         if X.shape[1] != est.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(est).__name__} is expecting "

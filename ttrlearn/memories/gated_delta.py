@@ -220,11 +220,18 @@ class GatedDeltaMemory(BaseMemory):
         self._commit(coef_=M, **self._transition(K, b, log_a))
         return O
 
+    _step_assumes = ("_update", "_keys", "_steps")
+
     def _step(self, x, v):
         a = plain_gate(self.decay, 0.0, 1.0)
         rate = plain_gate(self.learning_rate, 0.0, None, low_open=False)
-        if a is None or rate is None or self.track_segment_map:
-            return False
+        if (
+            a is None
+            or rate is None
+            or self.track_segment_map
+            or self.coef_.dtype != x.dtype
+        ):
+            return None
         M, status = get_kernels(self.backend_, "step").gd_step(
             self.coef_,
             x,
@@ -235,9 +242,8 @@ class GatedDeltaMemory(BaseMemory):
             self.step == "implicit",
         )
         if status:  # the general path raises or warns (explicit step >= 2)
-            return False
-        self.coef_ = M
-        return True
+            return None
+        return {"coef_": M}
 
     def _read(self, Q):
         return self._k.gd_read(self.coef_, self._keys(Q))

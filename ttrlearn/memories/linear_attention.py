@@ -215,20 +215,24 @@ class LinearAttentionMemory(BaseMemory):
         # M += v phi(k)^T, z += phi(k); elu+1 and relu map -inf to 0
         return self.feature_map == "identity"
 
+    _step_assumes = ("_update", "_phi", "_plain_phi")
+
     def _step(self, x, v):
         a = plain_gate(self.decay, 0.0, 1.0)
         phi = self._plain_phi(x)
-        if a is None or phi is None:
-            return False
+        if a is None or phi is None or self.memory_.dtype != x.dtype:
+            return None
         log_a = math.log(a)
         M, z, status = get_kernels(self.backend_, "step").la_step(
             self.memory_, self.normalizer_, phi, v, log_a
         )
         if status:
-            return False
-        self.memory_, self.normalizer_ = M, z
-        self._log_decay_ = self._log_decay_ + log_a
-        return True
+            return None
+        return {
+            "memory_": M,
+            "normalizer_": z,
+            "_log_decay_": self._log_decay_ + log_a,
+        }
 
     def _read(self, Q):
         return self._k.la_read(

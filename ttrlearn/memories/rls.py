@@ -194,32 +194,33 @@ class RLSMemory(BaseMemory):
             self._dtype_, copy=False
         )
         self._commit(gram_=H, moment_=G, coef_=coef)
-        self._advance(total, keep, floor)
+        self.__dict__.update(self._advanced(total, keep, floor))
 
-    def _advance(self, total, keep, floor):
-        """Book-keeping after a block of total log-decay ``total``: the
-        effective ridge and the running log-decay (for merges)."""
+    def _advanced(self, total, keep, floor):
+        """Book-keeping after a block of total log-decay ``total``: the new
+        effective ridge and running log-decay (for merges), not assigned."""
         base = 0.0 if self.ridge_mode == "decayed" else float(self.alpha)
         ridge = base + keep * (self.ridge_ - base) - floor * math.expm1(total)
-        self.ridge_ = float(ridge)
-        self._log_decay_ = self._log_decay_ + total
+        return {"ridge_": float(ridge), "_log_decay_": self._log_decay_ + total}
 
     def _poisoned_by_nonfinite(self):
         return True  # H += x x^T, G += v x^T: any NaN or inf reaches them
 
+    _step_assumes = ("_update", "_finish", "_advanced")
+
     def _step(self, x, v):
         a = plain_gate(self.forgetting_factor, 0.0, 1.0)
-        if a is None or x.shape[0] > STEP_MAX_FEATURES:
-            return False
+        if a is None or x.shape[0] > STEP_MAX_FEATURES or self.gram_.dtype != x.dtype:
+            return None
         log_a, floor = math.log(a), self._floor
         H, G, coef, status = get_kernels(self.backend_, "step").rls_step(
             self.gram_, self.moment_, x, v, log_a, self._solve_ridge, floor
         )
         if status:
-            return False
-        self.gram_, self.moment_, self.coef_ = H, G, coef
-        self._advance(log_a, math.exp(log_a), floor)
-        return True
+            return None
+        new = self._advanced(log_a, math.exp(log_a), floor)
+        new.update(gram_=H, moment_=G, coef_=coef)
+        return new
 
     def _update(self, X, Y, w, gates):
         log_a = np.log(gates["decay"])

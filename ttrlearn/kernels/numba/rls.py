@@ -86,6 +86,21 @@ def _chol_lower(A):
     return L, ok
 
 
+@njit(cache=CACHE, nogil=True)
+def _full_rank(R, A):
+    """:func:`ttrlearn.kernels.numpy.rls.full_rank` for the factor ``R`` of
+    ``A`` (float64): every squared pivot above ``d * eps * max(diag A)``."""
+    n = A.shape[0]
+    big = 0.0
+    for i in range(n):
+        big = max(big, A[i, i])
+    floor = n * np.finfo(np.float64).eps * big
+    for i in range(n):
+        if not R[i, i] * R[i, i] > floor:
+            return False
+    return True
+
+
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
 def _subst(L, B, trans):
     """Row-oriented substitution, vectorised along the rows of ``B``
@@ -263,7 +278,7 @@ def _solve(H, G, ridge):
         A[i, i] += ridge
     R, ok = _chol_lower(A)
     X = np.ascontiguousarray(G.T)
-    if not ok:
+    if not (ok and _full_rank(R, A)):
         return X, False
     _solve_lower(R, X, False)
     _solve_lower(R, X, True)

@@ -21,6 +21,7 @@ from ttrlearn.kernels.numpy.step import (
     STEP_BAD_STATE,
     STEP_OK,
     STEP_UNSTABLE,
+    UNSTABLE_BELOW,
 )
 
 __all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows"]
@@ -107,7 +108,7 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
     b = rate
     if implicit:
         b = b / (1.0 + b * np.float64(k2))
-    elif b * np.float64(k2) >= 2:
+    elif b * np.float64(k2) >= UNSTABLE_BELOW:
         return M, STEP_UNSTABLE
     a = dt(np.exp(log_a))
     bt = dt(b)
@@ -166,10 +167,15 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
     if not ok:
         return H, G, G, STEP_BAD_STATE
     # lower Cholesky factor of A, in place (lower triangle), right-looking so
-    # the inner loops run over independent entries
+    # the inner loops run over independent entries; a pivot at rounding level
+    # (rank-deficient system) declines, for the minimum-norm solution
+    big = 0.0
+    for j in range(d):
+        big = max(big, A[j, j])
+    floor = d * np.finfo(np.float64).eps * big
     for j in range(d):
         s = A[j, j]
-        if not s > 0.0:  # also catches NaN
+        if not s > floor:  # also catches NaN
             return H, G, G, STEP_BAD_STATE
         ljj = np.sqrt(s)
         A[j, j] = ljj

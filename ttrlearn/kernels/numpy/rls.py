@@ -54,9 +54,24 @@ def rls_solve(H, G, ridge):
     (eigendecomposition pseudo-inverse) where the matrix is singular."""
     A = H + ridge * np.eye(H.shape[0], dtype=H.dtype)
     c = _factor(A)
-    if c is not None:
+    if c is not None and full_rank(np.diag(c), np.diag(A), A.dtype):
         return cho_solve((c, True), G.T, check_finite=False).T
     return _pinv_solve(A, G)
+
+
+def full_rank(pivots, diag, dtype):
+    """Whether Cholesky pivots (the factor's diagonal) show a numerically
+    full-rank matrix: every squared pivot above ``d * eps * max(diag)``.
+
+    A factorisation of a rank-deficient matrix can succeed on rounding noise
+    (a pivot of ~1e-16 relative) and then return huge, meaningless
+    coefficients; below this floor the minimum-norm solution is used instead.
+    """
+    d = len(diag)
+    if d == 0:
+        return True
+    floor = d * np.finfo(dtype).eps * float(np.max(diag))
+    return bool(np.min(pivots) ** 2 > floor)
 
 
 def _pinv_solve(A, G):

@@ -25,10 +25,16 @@ from __future__ import annotations
 import numpy as np
 
 from ttrlearn._utils import unit_rows
+from ttrlearn.kernels.numpy.rls import full_rank
 
 __all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows"]
 
 STEP_OK, STEP_BAD_INPUT, STEP_BAD_STATE, STEP_UNSTABLE, STEP_BAD_SHAPE = range(5)
+
+#: Explicit delta steps with ``rate ||k||^2`` at or above this are declined:
+#: the general path, whose ``||k||^2`` may round differently, then decides
+#: whether the step reaches 2 and warns.
+UNSTABLE_BELOW = 2.0 * (1.0 - 1e-4)
 
 
 def _finite(*arrays):
@@ -80,7 +86,7 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
     b = rate
     if implicit:
         b = b / (1.0 + b * k2)
-    elif b * k2 >= 2:
+    elif b * k2 >= UNSTABLE_BELOW:
         return M, STEP_UNSTABLE
     dt = M.dtype.type
     a, bt = dt(np.exp(log_a)), dt(b)
@@ -121,6 +127,8 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
     try:
         L = np.linalg.cholesky(A)
     except np.linalg.LinAlgError:
+        return H, G, G, STEP_BAD_STATE
+    if not full_rank(np.diag(L), np.diag(A), f8):  # the min-norm solution
         return H, G, G, STEP_BAD_STATE
     coef = np.linalg.solve(L.T, np.linalg.solve(L, Gn.astype(f8).T)).T
     coef = coef.astype(dt)
