@@ -3,10 +3,10 @@ weighted moments of local-linear (order 1) kernel regression."""
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 from ttrlearn.gpu._launch import cdiv, empty, entry, i32, int64_dummy, scalar
+
+from ttrlearn._utils import fill_doc
 
 __all__ = [
     "KERNELS",
@@ -43,13 +43,6 @@ module : object, default=None
 }
 
 
-def _shared_doc(func):
-    """Fill the ``%(name)s`` entries of ``func``'s docstring from ``_DOC``."""
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = inspect.cleandoc(func.__doc__) % _DOC
-    return func
-
-
 def _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window):
     """The kernels' shared arguments: the positions ``(kpos, qpos)``, and the
     sizes and options that follow the outputs."""
@@ -74,7 +67,7 @@ def _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window):
     )
 
 
-@_shared_doc
+@fill_doc(_DOC)
 def kernel_regression_recall(
     Ks,
     Vs,
@@ -122,7 +115,7 @@ def kernel_regression_recall(
     return out
 
 
-@_shared_doc
+@fill_doc(_DOC)
 def local_linear_moments(
     Ks,
     Vs,

@@ -1,10 +1,28 @@
-"""Small numerical helpers shared by the estimators."""
+"""Small helpers shared by the estimators, the functional ops and the launchers."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
-__all__ = ["unit_rows"]
+__all__ = ["fill_doc", "unit_rows"]
+
+
+def fill_doc(entries):
+    """Decorator filling the ``%(name)s`` entries of a docstring from ``entries``.
+
+    The docstring is dedented first (``inspect.cleandoc``), so entries written
+    flush left, one per repeated numpydoc parameter block, line up with the
+    section they land in. Docstrings that are None (``python -OO``) stay None.
+    """
+
+    def fill(func):
+        if func.__doc__:
+            func.__doc__ = inspect.cleandoc(func.__doc__) % entries
+        return func
+
+    return fill
 
 
 def unit_rows(X):

@@ -14,11 +14,10 @@ Gates are given per step with shape ``(B, T)``: ``decay`` ``a_t`` in (0, 1]
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from ttrlearn._backends import get_kernels, is_cupy_array, resolve_backend
+from ttrlearn._utils import fill_doc
 
 __all__ = ["gated_delta", "kernel_regression", "linear_attention", "rls"]
 
@@ -36,13 +35,6 @@ v : array-like of shape (B, T, d_v)
     "backend": """backend : {"auto", "numpy", "numba", "cupy"}, default="auto"
     Kernel backend.""",
 }
-
-
-def _shared_doc(func):
-    """Fill the ``%(name)s`` entries of ``func``'s docstring from ``_DOC``."""
-    if func.__doc__:  # None under python -OO
-        func.__doc__ = inspect.cleandoc(func.__doc__) % _DOC
-    return func
 
 
 def _dtype(q, k, v):
@@ -250,7 +242,7 @@ def _streams(backend, family, q, k, v, decay, write, write_name):
     return ker, q, k, v, log_a, _gate(write, B, T, 1.0, write_name)
 
 
-@_shared_doc
+@fill_doc(_DOC)
 def linear_attention(
     q,
     k,
@@ -322,7 +314,7 @@ def linear_attention(
     return o, (Ms, zs)
 
 
-@_shared_doc
+@fill_doc(_DOC)
 def gated_delta(
     q,
     k,
@@ -381,7 +373,7 @@ def gated_delta(
     return o, Ms
 
 
-@_shared_doc
+@fill_doc(_DOC)
 def rls(
     q,
     k,
@@ -470,7 +462,7 @@ def rls(
     return o, (Hs, Gs)
 
 
-@_shared_doc
+@fill_doc(_DOC)
 def kernel_regression(
     q,
     k,
