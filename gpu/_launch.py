@@ -1,11 +1,22 @@
-"""Helpers shared by the launchers: array module, dtype suffix, module lookup."""
+"""Helpers shared by the launchers: array module, dtype suffix, module lookup,
+the launch of the stream kernels and their docstring entries."""
 
 from __future__ import annotations
 
 import numpy as np
 from ttrlearn.gpu._loader import get_module
 
-__all__ = ["cdiv", "empty", "entry", "i32", "int64_dummy", "scalar"]
+__all__ = [
+    "STREAM_DOC",
+    "cdiv",
+    "chunk_block",
+    "empty",
+    "entry",
+    "i32",
+    "int64_dummy",
+    "launch_streams",
+    "scalar",
+]
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
@@ -43,15 +54,65 @@ def scalar(x, dtype):
     return np.dtype(dtype).type(x)
 
 
-def entry(name, op, dtype, module=None):
-    """The ``ttr_<name>_<op>_<f32|f64>`` kernel of ``<name>.cu``.
+def entry(name, op, dtype, module=None, source=None):
+    """The ``ttr_<name>_<op>_<f32|f64>`` kernel of ``<source>.cu``.
 
-    ``module`` defaults to the NVRTC-compiled ``cupy.RawModule``; the tests pass
-    a host-shim module with the same ``get_function`` interface.
+    ``source`` defaults to ``name``. ``module`` defaults to the NVRTC-compiled
+    ``cupy.RawModule`` of that source; the tests pass a host-shim module with
+    the same ``get_function`` interface.
     """
     try:
         suffix = _SUFFIX[np.dtype(dtype)]
     except KeyError:
         raise TypeError(f"GPU kernels take float32 or float64, not {dtype}") from None
-    mod = get_module(name) if module is None else module
+    mod = get_module(source or name) if module is None else module
     return mod.get_function(f"ttr_{name}_{op}_{suffix}")
+
+
+#: Docstring entries shared by the stream launchers (``%(name)s`` there,
+#: filled by :func:`ttrlearn._utils.fill_doc`).
+STREAM_DOC = {
+    "qkv": """q, k : array of shape (B, T, d_k)
+    Queries and keys (C-contiguous, float32 or float64, all one dtype).
+v : array of shape (B, T, d_v)
+    Values.""",
+    "M": """M : array of shape (B, d_v, d_k)
+    Entry states; overwritten with the final states.""",
+}
+
+
+def chunk_block(dk, dv, itemsize):
+    """Block of the chunk kernels: 16 value rows of ``M``, 256 threads, no
+    dynamic shared memory (``TTR_TILE`` and ``TTR_THREADS`` in common.cuh)."""
+    return 16, 256, 0
+
+
+def launch_streams(
+    name, op, streams, M, read_after, *, module, source=None, block=chunk_block
+):
+    """Run the stream kernel ``ttr_<name>_<op>`` (:func:`entry`) over ``B`` streams.
+
+    The stream kernels take ``(q, k, v, g, h, M, o, T, d_k, d_v, read_after)``:
+    ``streams = (q, k, v, g, h)`` with ``q, k`` (B, T, d_k), ``v`` (B, T, d_v)
+    and two per-step gates ``g, h`` (B, T); states ``M`` (B, d_v, d_k), updated
+    in place; outputs ``o`` (B, T, d_v). ``block(d_k, d_v, itemsize)`` gives
+    ``(rows, threads, shared_mem)``: a block of ``threads`` threads owns
+    ``rows`` rows of ``M`` of one stream, so the grid is
+    ``(ceil(d_v / rows), B)``. Returns ``o``, in the array module of ``v``;
+    with ``B = 0`` or ``d_v = 0`` it launches nothing and loads no module.
+    """
+    q, k, v, g, h = streams
+    B, T, dk = k.shape
+    dv = v.shape[2]
+    o = empty(v, (B, T, dv))
+    if B == 0 or dv == 0:
+        return o
+    rows, threads, shared_mem = block(dk, dv, k.dtype.itemsize)
+    fn = entry(name, op, k.dtype, module, source)
+    fn(
+        (cdiv(dv, rows), B),
+        (threads,),
+        (q, k, v, g, h, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
+        shared_mem=shared_mem,
+    )
+    return o

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from ttrlearn.gpu._launch import cdiv, empty, entry, i32
-from ttrlearn.gpu._loader import get_module
+from ttrlearn.gpu._launch import STREAM_DOC, cdiv, launch_streams
+
+from ttrlearn._utils import fill_doc
 
 __all__ = ["CHUNK", "gated_delta_chunk", "gated_delta_recurrent", "recurrent_fits"]
 
@@ -17,6 +18,16 @@ CHUNK = 16
 
 _SMEM_LIMIT = 48 * 1024
 
+#: Docstring entries shared by the two launchers (``%(name)s`` there).
+_DOC = {
+    **STREAM_DOC,
+    "read_after": """read_after : bool, default=True
+    Read ``o_t`` after the write of pair ``t`` or before it (and before its
+    decay).""",
+    "o": """o : array of shape (B, T, d_v)
+    Outputs, in the array module of the inputs.""",
+}
+
 
 def _rows_per_block(dk, dv, itemsize):
     R = min(128, 32 * cdiv(dv, 32))
@@ -25,6 +36,13 @@ def _rows_per_block(dk, dv, itemsize):
     if (R * dk + 2 * dk) * itemsize > _SMEM_LIMIT:
         raise ValueError(f"d_k = {dk} is too large for the fused recurrent kernel")
     return R
+
+
+def _recurrent_block(dk, dv, itemsize):
+    """``R`` rows of ``M`` per block of ``R`` threads, their state in dynamic
+    shared memory with ``k_t`` and ``q_t``."""
+    R = _rows_per_block(dk, dv, itemsize)
+    return R, R, (R * dk + 2 * dk) * itemsize
 
 
 def recurrent_fits(dk, itemsize):
@@ -49,30 +67,24 @@ def recurrent_fits(dk, itemsize):
     return 3 * int(dk) * int(itemsize) <= _SMEM_LIMIT
 
 
+@fill_doc(_DOC)
 def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
     """Run ``B`` streams through the gated delta rule, one step at a time.
 
     Parameters
     ----------
-    q, k : array of shape (B, T, d_k)
-        Queries and keys (C-contiguous, float32 or float64, all one dtype).
-    v : array of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     a, beta : array of shape (B, T)
         Decays and step sizes.
-    M : array of shape (B, d_v, d_k)
-        Entry states; overwritten with the final states.
-    read_after : bool, default=True
-        Read ``o_t`` after the write of pair ``t`` or before it (and before its
-        decay).
+    %(M)s
+    %(read_after)s
     module : object, default=None
         Where ``get_function`` is looked up: the CuPy module compiled from
         ``gated_delta.cu`` when None (tests pass the host shim).
 
     Returns
     -------
-    o : array of shape (B, T, d_v)
-        Outputs, in the array module of the inputs.
+    %(o)s
 
     Notes
     -----
@@ -81,46 +93,35 @@ def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
     ``ttrlearn.kernels.numpy.gated_delta.gd_update_read``. No validation, no
     host copies.
     """
-    B, T, dk = k.shape
-    dv = v.shape[2]
-    o = empty(v, (B, T, dv))
-    if B == 0 or dv == 0:
-        return o
-    R = _rows_per_block(dk, dv, k.dtype.itemsize)
-    fn = entry("gated_delta", "recurrent", k.dtype, module)
-    fn(
-        (cdiv(dv, R), B),
-        (R,),
-        (q, k, v, a, beta, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
-        shared_mem=(R * dk + 2 * dk) * k.dtype.itemsize,
+    return launch_streams(
+        "gated_delta",
+        "recurrent",
+        (q, k, v, a, beta),
+        M,
+        read_after,
+        module=module,
+        block=_recurrent_block,
     )
-    return o
 
 
+@fill_doc(_DOC)
 def gated_delta_chunk(q, k, v, a, beta, M, read_after=True, *, module=None):
     """Run ``B`` streams through the gated delta rule, 16 rows per chunk.
 
     Parameters
     ----------
-    q, k : array of shape (B, T, d_k)
-        Queries and keys (C-contiguous, float32 or float64, all one dtype).
-    v : array of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     a, beta : array of shape (B, T)
         Decays in (0, 1] and step sizes.
-    M : array of shape (B, d_v, d_k)
-        Entry states; overwritten with the final states.
-    read_after : bool, default=True
-        Read ``o_t`` after the write of pair ``t`` or before it (and before its
-        decay).
+    %(M)s
+    %(read_after)s
     module : object, default=None
         Where ``get_function`` is looked up: the CuPy module compiled from
         ``gated_delta_chunk.cu`` when None (tests pass the host shim).
 
     Returns
     -------
-    o : array of shape (B, T, d_v)
-        Outputs, in the array module of the inputs.
+    %(o)s
 
     Notes
     -----
@@ -132,18 +133,13 @@ def gated_delta_chunk(q, k, v, a, beta, M, read_after=True, *, module=None):
     memory, so ``d_k`` and ``d_v`` have no limit. Equals the float64 per-token
     loop (tests/gpu/test_kernels.py). No validation, no host copies.
     """
-    B, T, dk = k.shape
-    dv = v.shape[2]
-    o = empty(v, (B, T, dv))
-    if B == 0 or dv == 0:
-        return o
-    # entry() names the kernel ttr_gated_delta_chunk_<f32|f64>; it lives in
-    # gated_delta_chunk.cu, not gated_delta.cu, hence the explicit module
-    mod = get_module("gated_delta_chunk") if module is None else module
-    fn = entry("gated_delta", "chunk", k.dtype, mod)
-    fn(
-        (cdiv(dv, CHUNK), B),
-        (256,),
-        (q, k, v, a, beta, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
+    # the kernel ttr_gated_delta_chunk_<f32|f64> lives in gated_delta_chunk.cu
+    return launch_streams(
+        "gated_delta",
+        "chunk",
+        (q, k, v, a, beta),
+        M,
+        read_after,
+        module=module,
+        source="gated_delta_chunk",
     )
-    return o

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ttrlearn.gpu._launch import cdiv, empty, entry, i32
+from ttrlearn.gpu._launch import STREAM_DOC, launch_streams
+
+from ttrlearn._utils import fill_doc
 
 __all__ = ["CHUNK", "linear_attention_chunk"]
 
@@ -10,21 +12,18 @@ __all__ = ["CHUNK", "linear_attention_chunk"]
 CHUNK = 16
 
 
+@fill_doc(STREAM_DOC)
 def linear_attention_chunk(q, k, v, log_a, w, M, read_after=True, *, module=None):
     """Causal decayed linear attention over ``B`` streams, chunk by chunk.
 
     Parameters
     ----------
-    q, k : array of shape (B, T, d_k)
-        Queries and keys (C-contiguous, float32 or float64, all one dtype).
-    v : array of shape (B, T, d_v)
-        Values.
+    %(qkv)s
     log_a : array of shape (B, T)
         Log-decays ``log a_t <= 0``.
     w : array of shape (B, T)
         Write weights.
-    M : array of shape (B, d_v, d_k)
-        Entry states; overwritten with the final states.
+    %(M)s
     read_after : bool, default=True
         ``o_t = M_t q_t`` (after the write of pair ``t``) or ``M_{t-1} q_t``.
     module : object, default=None
@@ -44,15 +43,11 @@ def linear_attention_chunk(q, k, v, log_a, w, M, read_after=True, *, module=None
     A normaliser ``z`` is the same recurrence with a column of ones appended to
     ``v``.
     """
-    B, T, dk = k.shape
-    dv = v.shape[2]
-    o = empty(v, (B, T, dv))
-    if B == 0 or dv == 0:
-        return o
-    fn = entry("linear_attention", "chunk", k.dtype, module)
-    fn(
-        (cdiv(dv, CHUNK), B),
-        (256,),
-        (q, k, v, log_a, w, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
+    return launch_streams(
+        "linear_attention",
+        "chunk",
+        (q, k, v, log_a, w),
+        M,
+        read_after,
+        module=module,
     )
-    return o
