@@ -52,4 +52,27 @@ __device__ __forceinline__ T max_(T a, T b) { return a > b ? a : b; }
 
 __device__ __forceinline__ int min_(int a, int b) { return a < b ? a : b; }
 
+// The state update that ends a chunk of the chunk kernels (linear_attention.cu,
+// gated_delta_chunk.cu), for the block that owns value rows c0 .. c0 + TTR_TILE - 1
+// of stream b's state M (d_v, d_k) and the chunk's n key rows k[row0 + i]:
+//     M[c0 + c][j] = decay * M[c0 + c][j] + sum_{i < n} u(i, c) k[row0 + i][j]
+// for c0 + c < d_v and every feature j, the TTR_TILE * d_k elements spread over
+// the block's TTR_THREADS threads. u(i, c) is the chunk's coefficient of key row
+// i in value row c (read from shared memory). No barrier.
+template <typename T, typename U>
+__device__ __forceinline__ void update_state_tile(T* __restrict__ M,
+                                                  const T* __restrict__ k, i64 b,
+                                                  int c0, int dv, int dk, i64 row0,
+                                                  int n, T decay, U u) {
+  for (int e = threadIdx.x; e < TTR_TILE * dk; e += TTR_THREADS) {
+    const int c = e / dk, j = e % dk;
+    if (c0 + c < dv) {
+      T* m = M + (b * dv + c0 + c) * dk + j;
+      T acc = decay * *m;
+      for (int i = 0; i < n; ++i) acc += u(i, c) * k[(row0 + i) * dk + j];
+      *m = acc;
+    }
+  }
+}
+
 }  // namespace ttr

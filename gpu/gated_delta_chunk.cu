@@ -146,16 +146,9 @@ __device__ __forceinline__ void gated_delta_chunk(
       for (int i = 0; i < TTR_TILE; ++i) acc += P[ti][i] * E[i][tj];
       o[(base + ti) * dv + c0 + tj] = acc;
     }
-    const T glast = gam[TTR_TILE - 1];
-    for (int e = tid; e < TTR_TILE * dk; e += TTR_THREADS) {
-      const int c = e / dk, j = e % dk;
-      if (c0 + c < dv) {
-        T* m = M + (b * dv + c0 + c) * dk + j;
-        T acc = glast * *m;
-        for (int i = 0; i < n; ++i) acc += Us[i][c] * k[(base + i) * dk + j];
-        *m = acc;
-      }
-    }
+    // M' = gamma_{C-1} M + sum_i e^{lg_{C-1} - lg_i} U~_i k_i^T
+    update_state_tile(M, k, b, c0, dv, dk, base, n, gam[TTR_TILE - 1],
+                      [&](int i, int c) { return Us[i][c]; });
     __syncthreads();  // the next chunk overwrites the shared arrays and reads M
   }
 }

@@ -93,16 +93,9 @@ __device__ __forceinline__ void linear_attention_chunk(
     }
     __syncthreads();  // every read of the entry state precedes its update
 
-    const T glast = exp_(lg[TTR_TILE - 1]);
-    for (int e = tid; e < TTR_TILE * dk; e += TTR_THREADS) {
-      const int c = e / dk, j = e % dk;
-      if (c0 + c < dv) {
-        T* m = M + (b * dv + c0 + c) * dk + j;
-        T acc = glast * *m;
-        for (int i = 0; i < n; ++i) acc += coef[i] * Vs[i][c] * k[(base + i) * dk + j];
-        *m = acc;
-      }
-    }
+    // M_out = e^{lg_{C-1}} M + sum_i coef_i v_i k_i^T
+    update_state_tile(M, k, b, c0, dv, dk, base, n, exp_(lg[TTR_TILE - 1]),
+                      [&](int i, int c) { return coef[i] * Vs[i][c]; });
     __syncthreads();  // the next chunk overwrites lg, coef, Vs
   }
 }
