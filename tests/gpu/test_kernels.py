@@ -62,29 +62,27 @@ sizes = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=20)
-@given(s=sizes)
-def test_gated_delta_recurrent(backend, s):
-    B, T, dk, dv, dt = s["B"], s["T"], s["dk"], s["dv"], s["dtype"]
-    rng = np.random.default_rng(s["seed"])
-    q = rng.standard_normal((B, T, dk))
-    k = unit_rows(rng, (B, T, dk))
-    v = rng.standard_normal((B, T, dv))
-    a = rng.uniform(0.5, 1.0, (B, T))
-    beta = rng.uniform(0.0, 1.0, (B, T))
-    M0 = rng.standard_normal((B, dv, dk))
-    o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, s["after"])
+#: The stream launchers, each with the module (``.cu`` stem) it runs.
+STREAM_KERNELS = {
+    "gated_delta_recurrent": (gated_delta_recurrent, "gated_delta"),
+    "gated_delta_chunk": (gated_delta_chunk, "gated_delta_chunk"),
+    "linear_attention_chunk": (linear_attention_chunk, "linear_attention"),
+}
 
+
+def _run(backend, kernel, streams, M0, after, dtype=np.float64):
+    """A stream launcher on host ``streams`` (q, k, v and two gates) and the
+    entry state ``M0``, all cast to ``dtype``: outputs and final state."""
+    launcher, module = STREAM_KERNELS[kernel]
     put = backend.put
-    M = put(M0.astype(dt))
-    o = gated_delta_recurrent(
-        *(put(x.astype(dt)) for x in (q, k, v, a, beta)),
+    M = put(M0.astype(dtype))
+    o = launcher(
+        *(put(x.astype(dtype)) for x in streams),
         M,
-        s["after"],
-        module=backend.module("gated_delta"),
+        after,
+        module=backend.module(module),
     )
-    assert_close(backend.get(o), o_ref, dt, 10, "outputs")
-    assert_close(backend.get(M), M_ref, dt, 10, "final state")
+    return backend.get(o), backend.get(M)
 
 
 def _gd_decays(rng, shape, kind):
@@ -96,99 +94,65 @@ def _gd_decays(rng, shape, kind):
     return np.exp(rng.uniform(lo, 0.0, shape))
 
 
-@settings(max_examples=25)
-@given(s=sizes, decays=st.sampled_from(["mild", "strong", "one"]))
-def test_gated_delta_chunk(backend, s, decays):
-    B, T, dk, dv, dt = s["B"], s["T"], s["dk"], s["dv"], s["dtype"]
-    rng = np.random.default_rng(s["seed"])
+def _gd_data(rng, B, T, dk, dv, decays="mild", gate_dtype=np.float64):
+    """Gated delta streams ``(q, k, v, a, beta)`` and an entry state ``M0``:
+    unit keys, step sizes up to 2, decays rounded to ``gate_dtype`` (the gates
+    the kernel sees, so the reference sees them too)."""
     q = rng.standard_normal((B, T, dk))
     k = unit_rows(rng, (B, T, dk))
     v = rng.standard_normal((B, T, dv))
-    a = _gd_decays(rng, (B, T), decays).astype(dt)  # the gates the kernel sees
+    a = _gd_decays(rng, (B, T), decays).astype(gate_dtype)
     beta = rng.uniform(0.0, 2.0, (B, T))
     M0 = rng.standard_normal((B, dv, dk))
-    o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, s["after"])
+    return (q, k, v, a, beta), M0
 
-    put = backend.put
-    M = put(M0.astype(dt))
-    o = gated_delta_chunk(
-        *(put(x.astype(dt)) for x in (q, k, v, a, beta)),
-        M,
-        s["after"],
-        module=backend.module("gated_delta_chunk"),
-    )
-    assert_close(backend.get(o), o_ref, dt, 10, "outputs")
-    assert_close(backend.get(M), M_ref, dt, 10, "final state")
+
+@pytest.mark.parametrize("kernel", ["gated_delta_recurrent", "gated_delta_chunk"])
+@settings(max_examples=25)
+@given(s=sizes, decays=st.sampled_from(["mild", "strong", "one"]))
+def test_gated_delta(backend, kernel, s, decays):
+    dt = s["dtype"]
+    rng = np.random.default_rng(s["seed"])
+    streams, M0 = _gd_data(rng, s["B"], s["T"], s["dk"], s["dv"], decays, dt)
+    o_ref, M_ref = ref.gated_delta(*streams, M0, s["after"])
+    o, M = _run(backend, kernel, streams, M0, s["after"], dt)
+    assert_close(o, o_ref, dt, 10, "outputs")
+    assert_close(M, M_ref, dt, 10, "final state")
 
 
 def test_gated_delta_chunk_equals_recurrent_kernel(backend):
     """The two gated delta kernels on the same data (several chunks, value
     tiles and feature blocks), and a stream split across two launches."""
     rng = np.random.default_rng(7)
-    B, T, dk, dv = 2, 50, 35, 18
-    q = rng.standard_normal((B, T, dk))
-    k = unit_rows(rng, (B, T, dk))
-    v = rng.standard_normal((B, T, dv))
-    a = rng.uniform(0.3, 1.0, (B, T))
-    beta = rng.uniform(0.0, 2.0, (B, T))
-    M0 = rng.standard_normal((B, dv, dk))
-    put = backend.put
+    T = 50
+    streams, M0 = _gd_data(rng, 2, T, 35, 18)
     for after in (True, False):
-        Mr, Mc = put(M0.copy()), put(M0.copy())
-        o_r = gated_delta_recurrent(
-            *(put(x) for x in (q, k, v, a, beta)),
-            Mr,
-            after,
-            module=backend.module("gated_delta"),
-        )
-        o_c = gated_delta_chunk(
-            *(put(x) for x in (q, k, v, a, beta)),
-            Mc,
-            after,
-            module=backend.module("gated_delta_chunk"),
-        )
-        assert_close(backend.get(o_c), backend.get(o_r), np.float64, 10, "outputs")
-        assert_close(backend.get(Mc), backend.get(Mr), np.float64, 10, "state")
+        o_r, M_r = _run(backend, "gated_delta_recurrent", streams, M0, after)
+        o_c, M_c = _run(backend, "gated_delta_chunk", streams, M0, after)
+        assert_close(o_c, o_r, np.float64, 10, "outputs")
+        assert_close(M_c, M_r, np.float64, 10, "state")
         # the state carries over between launches: 21 rows, then 29
-        Ms = put(M0.copy())
-        parts = []
+        M_s, parts = M0, []
         for sl in (slice(0, 21), slice(21, T)):
-            parts.append(
-                backend.get(
-                    gated_delta_chunk(
-                        *(put(x[:, sl]) for x in (q, k, v, a, beta)),
-                        Ms,
-                        after,
-                        module=backend.module("gated_delta_chunk"),
-                    )
-                )
+            o_s, M_s = _run(
+                backend, "gated_delta_chunk", [x[:, sl] for x in streams], M_s, after
             )
-        assert_close(np.concatenate(parts, 1), backend.get(o_r), np.float64, 10)
-        assert_close(backend.get(Ms), backend.get(Mr), np.float64, 10, "split")
+            parts.append(o_s)
+        assert_close(np.concatenate(parts, 1), o_r, np.float64, 10)
+        assert_close(M_s, M_r, np.float64, 10, "split")
 
 
 def test_gated_delta_chunk_takes_widths_beyond_the_recurrent_kernel(backend):
     """d_k = 2050 in float64: more than the recurrent kernel's shared memory
     holds (recurrent_fits is False); the chunk kernel stages 32 at a time."""
     rng = np.random.default_rng(11)
-    B, T, dk, dv = 1, 5, 2050, 2
+    dk = 2050
     assert not recurrent_fits(dk, 8)
-    q = rng.standard_normal((B, T, dk))
-    k = unit_rows(rng, (B, T, dk))
-    v = rng.standard_normal((B, T, dv))
-    a = rng.uniform(0.5, 1.0, (B, T))
-    beta = rng.uniform(0.0, 2.0, (B, T))
-    M0 = rng.standard_normal((B, dv, dk))
-    o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, True)
-    M = backend.put(M0.copy())
-    o = gated_delta_chunk(
-        *(backend.put(x) for x in (q, k, v, a, beta)),
-        M,
-        True,
-        module=backend.module("gated_delta_chunk"),
-    )
-    assert_close(backend.get(o), o_ref, np.float64, 10, "outputs")
-    assert_close(backend.get(M), M_ref, np.float64, 10, "final state")
+    streams, M0 = _gd_data(rng, 1, 5, dk, 2)
+    o_ref, M_ref = ref.gated_delta(*streams, M0, True)
+    o, M = _run(backend, "gated_delta_chunk", streams, M0, True)
+    assert_close(o, o_ref, np.float64, 10, "outputs")
+    assert_close(M, M_ref, np.float64, 10, "final state")
 
 
 @settings(max_examples=20)
@@ -205,17 +169,10 @@ def test_linear_attention_chunk(backend, s, strong_decay):
     w = rng.uniform(0.0, 2.0, (B, T))
     M0 = rng.standard_normal((B, dv, dk))
     o_ref, M_ref = ref.linear_attention(q, k, v, log_a, w, M0, s["after"])
-
-    put = backend.put
-    M = put(M0.astype(dt))
-    o = linear_attention_chunk(
-        *(put(x.astype(dt)) for x in (q, k, v, log_a, w)),
-        M,
-        s["after"],
-        module=backend.module("linear_attention"),
-    )
-    assert_close(backend.get(o), o_ref, dt, 10, "outputs")
-    assert_close(backend.get(M), M_ref, dt, 10, "final state")
+    streams = (q, k, v, log_a, w)
+    o, M = _run(backend, "linear_attention_chunk", streams, M0, s["after"], dt)
+    assert_close(o, o_ref, dt, 10, "outputs")
+    assert_close(M, M_ref, dt, 10, "final state")
 
 
 kr_cases = st.fixed_dictionaries(
@@ -375,48 +332,18 @@ def test_kernels_match_ttrlearn_numpy_kernels(backend):
     put = backend.put
     for after in (True, False):
         O_np, M_np = gd.gd_update_read(M0, k, v, q, beta, log_a, after, 8)
-        M = put(M0[None].copy())
-        o = gated_delta_recurrent(
-            put(q[None]),
-            put(k[None]),
-            put(v[None]),
-            put(np.exp(log_a)[None]),
-            put(beta[None]),
-            M,
-            after,
-            module=backend.module("gated_delta"),
-        )
-        assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "gated delta")
-        assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "gated delta state")
-        M = put(M0[None].copy())
-        o = gated_delta_chunk(
-            put(q[None]),
-            put(k[None]),
-            put(v[None]),
-            put(np.exp(log_a)[None]),
-            put(beta[None]),
-            M,
-            after,
-            module=backend.module("gated_delta_chunk"),
-        )
-        assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "gated delta chunk")
-        assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "gated delta chunk M")
+        streams = [x[None] for x in (q, k, v, np.exp(log_a), beta)]
+        for kernel in ("gated_delta_recurrent", "gated_delta_chunk"):
+            o, M = _run(backend, kernel, streams, M0[None], after)
+            assert_close(o[0], O_np, np.float64, 1e3, kernel)
+            assert_close(M[0], M_np, np.float64, 1e3, f"{kernel} state")
 
         z0 = np.zeros(dk)
         O_np, M_np, _ = la.la_update_read(M0, z0, k, v, q, beta, log_a, after, False, 8)
-        M = put(M0[None].copy())
-        o = linear_attention_chunk(
-            put(q[None]),
-            put(k[None]),
-            put(v[None]),
-            put(log_a[None]),
-            put(beta[None]),
-            M,
-            after,
-            module=backend.module("linear_attention"),
-        )
-        assert_close(backend.get(o)[0], O_np, np.float64, 1e3, "linear attention")
-        assert_close(backend.get(M)[0], M_np, np.float64, 1e3, "linear attention M")
+        streams = [x[None] for x in (q, k, v, log_a, beta)]
+        o, M = _run(backend, "linear_attention_chunk", streams, M0[None], after)
+        assert_close(o[0], O_np, np.float64, 1e3, "linear attention")
+        assert_close(M[0], M_np, np.float64, 1e3, "linear attention state")
 
     pos = np.arange(T, dtype=np.int64)
     lw = rng.uniform(-1, 1, T)
