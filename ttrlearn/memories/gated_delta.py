@@ -43,8 +43,9 @@ class GatedDeltaMemory(BaseMemory):
         ``"implicit"``: ``M_t = argmin_M 1/2 ||M - a_t M_{t-1}||^2 +
         b_t/2 ||v_t - M k_t||^2``, i.e. the explicit step with
         ``b / (1 + b ||k||^2)``; stable for every ``b >= 0``.
-    chunk_size : int, default=64
-        Rows per chunk of the WY/UT form. A performance knob only.
+    chunk_size : int, default=32
+        Rows per chunk of the WY/UT form. A performance knob only (32 measured
+        10-15% faster than 64 at d = 64 and 128, float32, numba backend).
     track_segment_map : bool, default=False
         Also keep ``transition_``, the linear part of the affine map that the
         absorbed stream applies to an entry memory (``d_k x d_k`` extra state,
@@ -139,7 +140,7 @@ class GatedDeltaMemory(BaseMemory):
         decay=1.0,
         normalize_keys=True,
         step="explicit",
-        chunk_size=64,
+        chunk_size=32,
         track_segment_map=False,
         backend="auto",
         dtype="float64",
