@@ -47,3 +47,30 @@ def test_no_print_outside_the_cli(path):
         f"{path.relative_to(ROOT)} calls print() at lines {lines}: library code "
         "returns data or text; only ttrlearn/cli.py prints"
     )
+
+
+def test_mqar_refuses_an_unwritable_output_before_the_study(tmp_path, capsys):
+    """A bad --output must not cost a finished study (the PNG is written
+    inside it): the command stops at once with a message."""
+    from ttrlearn.cli import main
+
+    out = tmp_path / "missing" / "x.png"
+    code = main(["mqar", "--quick", "--no-progress", "--output", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "cannot write" in captured.err and "no folder" in captured.err
+    assert "d in" not in captured.out  # nothing was run
+    assert main(["mqar", "--quick", "--output", str(tmp_path)]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+
+
+def test_forecast_reports_a_missing_csv_and_an_unwritable_plot(tmp_path, capsys):
+    from ttrlearn.cli import forecast
+
+    assert forecast(["--csv", str(tmp_path / "none.csv"), "--no-plot"]) == 2
+    assert "none.csv" in capsys.readouterr().err
+    code = forecast(["--output", str(tmp_path / "missing" / "f.png")])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "MAE" in captured.out  # the results were printed first
+    assert "no plot" in captured.err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 
@@ -250,6 +251,10 @@ def mqar(argv=None):
             file=sys.stderr,
         )
         return 2
+    problem = _unwritable(args.output)
+    if problem:  # before the study, so a bad path costs no results
+        print(f"ttrlearn mqar: cannot write {args.output}: {problem}", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     print(
         f"ttrlearn mqar: d in {dims}, N/d in "
@@ -443,7 +448,7 @@ def forecast(argv=None):
             name: evaluate_prequential(f, x, warmup=warmup, steps=args.horizon)
             for name, f in methods.items()
         }
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # a bad series, or an unreadable CSV
         print(f"ttrlearn forecast: {exc}", file=sys.stderr)
         return 2
 
@@ -468,9 +473,25 @@ def forecast(argv=None):
             _plot_forecasts(args.output, t, x, results, title, steps=args.horizon)
         except ImportError:
             print("(matplotlib is not installed: no plot; pip install matplotlib)")
+        except OSError as exc:  # the results above are printed already
+            print(f"ttrlearn forecast: no plot: {exc}", file=sys.stderr)
+            return 2
         else:
             print(f"plot written to {args.output}")
     return 0
+
+
+def _unwritable(path):
+    """Why a file cannot be written at ``path`` (its folder is missing or
+    read-only, or it is a folder), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "it is a folder"
+    if not os.path.isdir(folder):
+        return f"no folder {folder}"
+    if not os.access(folder, os.W_OK):
+        return f"folder {folder} is not writable"
+    return None
 
 
 def main(argv=None):
