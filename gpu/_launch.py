@@ -7,7 +7,10 @@ import numpy as np
 from ttrlearn.gpu._loader import get_module
 
 __all__ = [
+    "MAX_GRID_YZ",
     "STREAM_DOC",
+    "array_module",
+    "batches",
     "cdiv",
     "chunk_block",
     "empty",
@@ -20,13 +23,19 @@ __all__ = [
 
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
+#: CUDA's limit on ``gridDim.y`` and ``gridDim.z`` (``gridDim.x`` allows
+#: ``2**31 - 1``). The kernels put the stream index there, so the launchers
+#: run at most this many streams per launch.
+MAX_GRID_YZ = 65535
+
 
 def cdiv(a, b):
     """``ceil(a / b)`` for positive ints."""
     return -(-int(a) // int(b))
 
 
-def _xp(x):
+def array_module(x):
+    """NumPy for a NumPy array (the host shim), else CuPy."""
     if isinstance(x, np.ndarray):
         return np
     import cupy  # the caller already holds a CuPy array
@@ -34,14 +43,23 @@ def _xp(x):
     return cupy
 
 
+def batches(B):
+    """Slices of at most :data:`MAX_GRID_YZ` streams that cover ``range(B)``.
+
+    A launcher runs one launch per slice, on views ``x[sl]`` of its (B, ...)
+    arrays: C-contiguous, their data pointer offset to stream ``sl.start``.
+    """
+    return [slice(s, min(s + MAX_GRID_YZ, B)) for s in range(0, B, MAX_GRID_YZ)]
+
+
 def empty(like, shape, dtype=None):
     """Uninitialised array of ``shape`` in the array module of ``like``."""
-    return _xp(like).empty(shape, dtype=like.dtype if dtype is None else dtype)
+    return array_module(like).empty(shape, dtype=like.dtype if dtype is None else dtype)
 
 
 def int64_dummy(like):
     """A one-element int64 array standing for an unused pointer argument."""
-    return _xp(like).zeros(1, dtype=np.int64)
+    return array_module(like).zeros(1, dtype=np.int64)
 
 
 def i32(x):
@@ -98,8 +116,10 @@ def launch_streams(
     in place; outputs ``o`` (B, T, d_v). ``block(d_k, d_v, itemsize)`` gives
     ``(rows, threads, shared_mem)``: a block of ``threads`` threads owns
     ``rows`` rows of ``M`` of one stream, so the grid is
-    ``(ceil(d_v / rows), B)``. Returns ``o``, in the array module of ``v``;
-    with ``B = 0`` or ``d_v = 0`` it launches nothing and loads no module.
+    ``(ceil(d_v / rows), B)``; beyond :data:`MAX_GRID_YZ` streams it launches
+    once per slice of :func:`batches`. Returns ``o``, in the array module of
+    ``v``; with ``B = 0`` or ``d_v = 0`` it launches nothing and loads no
+    module.
     """
     q, k, v, g, h = streams
     B, T, dk = k.shape
@@ -109,10 +129,12 @@ def launch_streams(
         return o
     rows, threads, shared_mem = block(dk, dv, k.dtype.itemsize)
     fn = entry(name, op, k.dtype, module, source)
-    fn(
-        (cdiv(dv, rows), B),
-        (threads,),
-        (q, k, v, g, h, M, o, i32(T), i32(dk), i32(dv), i32(bool(read_after))),
-        shared_mem=shared_mem,
-    )
+    sizes = (i32(T), i32(dk), i32(dv), i32(bool(read_after)))
+    for sl in batches(B):
+        fn(
+            (cdiv(dv, rows), sl.stop - sl.start),
+            (threads,),
+            (*(x[sl] for x in (q, k, v, g, h, M, o)), *sizes),
+            shared_mem=shared_mem,
+        )
     return o

@@ -7,9 +7,16 @@
 //
 // Shapes (row-major, contiguous):
 //     q, k (B, T, d_k)   v (B, T, d_v)   a, beta (B, T)
+//     The decays a_t = e^{log a_t} are rounded to T once, by the launcher, from
+//     float64 log-decays. Each step multiplies the state by a_t, so over a long
+//     call the rounding of a constant gate adds up (up to T * 2^-25 relatively
+//     in float32, as in any per-step float32 recurrence); gated_delta_chunk.cu
+//     sums the log-decays in double and rounds once per 16 rows.
 //     M (B, d_v, d_k), read on entry and overwritten with the final state
 //     o (B, T, d_v)
 // Launch geometry:
+//     At most 65535 streams per launch (B is gridDim.y); the launchers run
+//     larger batches in slices, on pointers offset to each slice's start.
 //     grid  = (ceil(d_v / R), B, 1), block = (R, 1, 1): one thread per row of M
 //     dynamic shared memory = (R * d_k + 2 * d_k) * sizeof(T): the block's R
 //     state rows, stored column-major (S[j * R + r], conflict-free), plus k_t

@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from ttrlearn.gpu._launch import STREAM_DOC, cdiv, launch_streams
+import numpy as np
+from ttrlearn.gpu._launch import STREAM_DOC, array_module, cdiv, launch_streams
 
 from ttrlearn._utils import fill_doc
 
@@ -21,6 +22,11 @@ _SMEM_LIMIT = 48 * 1024
 #: Docstring entries shared by the two launchers (``%(name)s`` there).
 _DOC = {
     **STREAM_DOC,
+    "gates": """log_a : array of shape (B, T)
+    Log-decays ``log a_t <= 0`` (``-inf`` for ``a_t = 0``), in float64 for
+    both dtypes (cast when not).
+beta : array of shape (B, T)
+    Step sizes.""",
     "read_after": """read_after : bool, default=True
     Read ``o_t`` after the write of pair ``t`` or before it (and before its
     decay).""",
@@ -43,6 +49,11 @@ def _recurrent_block(dk, dv, itemsize):
     shared memory with ``k_t`` and ``q_t``."""
     R = _rows_per_block(dk, dv, itemsize)
     return R, R, (R * dk + 2 * dk) * itemsize
+
+
+def _f64(log_a):
+    """``log_a`` as C-contiguous float64 (no copy when it already is)."""
+    return array_module(log_a).ascontiguousarray(log_a, dtype=np.float64)
 
 
 def recurrent_fits(dk, itemsize):
@@ -68,14 +79,13 @@ def recurrent_fits(dk, itemsize):
 
 
 @fill_doc(_DOC)
-def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
+def gated_delta_recurrent(q, k, v, log_a, beta, M, read_after=True, *, module=None):
     """Run ``B`` streams through the gated delta rule, one step at a time.
 
     Parameters
     ----------
     %(qkv)s
-    a, beta : array of shape (B, T)
-        Decays and step sizes.
+    %(gates)s
     %(M)s
     %(read_after)s
     module : object, default=None
@@ -88,11 +98,17 @@ def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
 
     Notes
     -----
-    ``M <- a_t M``, ``M <- M + beta_t (v_t - M k_t) k_t^T``, ``o_t = M q_t``;
+    ``M <- a_t M``, ``M <- M + beta_t (v_t - M k_t) k_t^T``, ``o_t = M q_t``
+    with ``a_t = exp(log_a_t)``;
     equals the float64 per-token loop (tests/gpu/test_kernels.py) and
     ``ttrlearn.kernels.numpy.gated_delta.gd_update_read``. No validation, no
-    host copies.
+    host copies. The kernel takes the decays ``a_t = exp(log_a_t)``, formed
+    here in float64 and rounded once to the dtype of ``k``; each step
+    multiplies the state by ``a_t``, so over a long call the rounding of a
+    constant gate adds up (up to ``T * 2**-25`` relatively in float32). The
+    chunk kernel (:func:`gated_delta_chunk`) rounds once per 16 rows.
     """
+    a = array_module(log_a).exp(_f64(log_a)).astype(k.dtype, copy=False)
     return launch_streams(
         "gated_delta",
         "recurrent",
@@ -105,14 +121,13 @@ def gated_delta_recurrent(q, k, v, a, beta, M, read_after=True, *, module=None):
 
 
 @fill_doc(_DOC)
-def gated_delta_chunk(q, k, v, a, beta, M, read_after=True, *, module=None):
+def gated_delta_chunk(q, k, v, log_a, beta, M, read_after=True, *, module=None):
     """Run ``B`` streams through the gated delta rule, 16 rows per chunk.
 
     Parameters
     ----------
     %(qkv)s
-    a, beta : array of shape (B, T)
-        Decays in (0, 1] and step sizes.
+    %(gates)s
     %(M)s
     %(read_after)s
     module : object, default=None
@@ -128,16 +143,19 @@ def gated_delta_chunk(q, k, v, a, beta, M, read_after=True, *, module=None):
     The same recurrence as :func:`gated_delta_recurrent`, in the chunked WY/UT
     form: per chunk ``U~ = (I + strict_lower(diag(beta) K K^T * Gamma))^{-1}
     diag(beta) (V - diag(gamma) K M^T)`` by forward substitution, then the
-    outputs and the state update from ``U~``, decays in log space. One block
-    of 256 threads per 16 rows of ``M`` and stream; the state stays in global
-    memory, so ``d_k`` and ``d_v`` have no limit. Equals the float64 per-token
-    loop (tests/gpu/test_kernels.py). No validation, no host copies.
+    outputs and the state update from ``U~``, decays in log space: the kernel
+    takes ``log_a`` in float64 and sums it in float64, so a float32 kernel's
+    cumulative decay does not drift with ``T`` (the state is rounded once per
+    16 rows). One block of 256 threads per 16 rows of ``M`` and stream; the
+    state stays in global memory, so ``d_k`` and ``d_v`` have no limit. Equals
+    the float64 per-token loop (tests/gpu/test_kernels.py). No validation, no
+    host copies.
     """
     # the kernel ttr_gated_delta_chunk_<f32|f64> lives in gated_delta_chunk.cu
     return launch_streams(
         "gated_delta",
         "chunk",
-        (q, k, v, a, beta),
+        (q, k, v, _f64(log_a), beta),
         M,
         read_after,
         module=module,

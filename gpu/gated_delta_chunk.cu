@@ -19,17 +19,24 @@
 // (U~ = U - W S of the WY form with U = T diag(beta) V, W = T diag(beta gamma) K,
 // T = (I + A)^{-1}, S = M^T; W is never formed.) Decays live in log space:
 // only differences lg_r - lg_i <= 0 (i <= r) are exponentiated, so nothing
-// overflows whatever the decays, and chunks need no splitting. The cumulative
-// sums are kept in double even in the float32 kernel (16 additions per chunk),
-// so a ratio of nearby rows does not lose digits to a large cumulative decay.
-// A decay a_t = 0 (a float32 gate that underflowed) enters as log a = -1000:
-// every ratio across it is e^{<= -1000} = 0, exactly a reset, as in the loop.
+// overflows whatever the decays, and chunks need no splitting. The log-decays
+// come in double, also to the float32 kernel: a decay rounded to float32
+// before its log is taken would be off by up to 2^-25 / (1 - a) relatively in
+// log a (1.4e-3 for a = 0.99999), an error that every row of a constant gate
+// repeats, so the cumulative decay would drift with T. The cumulative sums are
+// kept in double too (16 additions per chunk), so a ratio of nearby rows does
+// not lose digits to a large cumulative decay. A log-decay below -1000 (a gate
+// a = 0, log a = -inf) enters as -1000: every ratio across it is
+// e^{<= -1000} = 0, exactly a reset, as in the loop.
 //
 // Shapes (row-major, contiguous):
-//     q, k (B, T, d_k)   v (B, T, d_v)   a, beta (B, T), a in (0, 1]
+//     q, k (B, T, d_k)   v (B, T, d_v)   beta (B, T)
+//     log_a (B, T) double in both kernels, log a <= 0 (-inf allowed)
 //     M (B, d_v, d_k), read on entry and overwritten with the final state
 //     o (B, T, d_v)
 // Launch geometry:
+//     At most 65535 streams per launch (B is gridDim.y); the launchers run
+//     larger batches in slices, on pointers offset to each slice's start.
 //     grid = (ceil(d_v / 16), B, 1), block = (256, 1, 1), no dynamic shared
 //     memory. A block owns 16 rows of M (one value tile) of one stream (the
 //     rows of M evolve independently given k, a, beta) and walks the chunks
@@ -56,7 +63,7 @@ namespace ttr {
 template <typename T>
 __device__ __forceinline__ void gated_delta_chunk(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-    const T* __restrict__ a, const T* __restrict__ beta, T* __restrict__ M,
+    const double* __restrict__ log_a, const T* __restrict__ beta, T* __restrict__ M,
     T* __restrict__ o, int n_steps, int dk, int dv, int read_after) {
   __shared__ T qs[TTR_TILE][TTR_DK + 1];
   __shared__ T ks[TTR_TILE][TTR_DK + 1];
@@ -85,10 +92,9 @@ __device__ __forceinline__ void gated_delta_chunk(
     if (tid == 0) {
       double acc = 0, prev = 0;
       for (int r = 0; r < TTR_TILE; ++r) {
-        if (r < n) {
-          const T ar = a[base + r];
-          acc += ar > T(0) ? double(log_(ar)) : -1000.0;
-        }
+        // fmax: -inf (a = 0) and NaN enter as -1000 (a ternary here made
+        // ptxas spill 8 bytes in the float64 kernel for sm_90)
+        if (r < n) acc += fmax(log_a[base + r], -1000.0);
         lg[r] = acc;  // rows past the end repeat the last (a = 1, beta = 0)
         lr[r] = read_after ? acc : prev;
         prev = acc;
@@ -157,18 +163,18 @@ __device__ __forceinline__ void gated_delta_chunk(
 
 extern "C" __global__ void __launch_bounds__(TTR_THREADS) ttr_gated_delta_chunk_f32(
     const float* __restrict__ q, const float* __restrict__ k,
-    const float* __restrict__ v, const float* __restrict__ a,
+    const float* __restrict__ v, const double* __restrict__ log_a,
     const float* __restrict__ beta, float* __restrict__ M, float* __restrict__ o,
     int n_steps, int dk, int dv, int read_after) {
-  ttr::gated_delta_chunk<float>(q, k, v, a, beta, M, o, n_steps, dk, dv,
+  ttr::gated_delta_chunk<float>(q, k, v, log_a, beta, M, o, n_steps, dk, dv,
                                 read_after);
 }
 
 extern "C" __global__ void __launch_bounds__(TTR_THREADS) ttr_gated_delta_chunk_f64(
     const double* __restrict__ q, const double* __restrict__ k,
-    const double* __restrict__ v, const double* __restrict__ a,
+    const double* __restrict__ v, const double* __restrict__ log_a,
     const double* __restrict__ beta, double* __restrict__ M,
     double* __restrict__ o, int n_steps, int dk, int dv, int read_after) {
-  ttr::gated_delta_chunk<double>(q, k, v, a, beta, M, o, n_steps, dk, dv,
+  ttr::gated_delta_chunk<double>(q, k, v, log_a, beta, M, o, n_steps, dk, dv,
                                  read_after);
 }

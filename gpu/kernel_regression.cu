@@ -26,6 +26,8 @@
 //     kpos (B, N), qpos (B, M) int64 (not read when mask == 0)
 //     out (B, M, d_v);  mom (B, M, L), mshift (B, M)
 // Launch geometry (block = (256, 1, 1), no dynamic shared memory):
+//     At most 65535 streams per launch (B is gridDim.z); the launchers run
+//     larger batches in slices, on pointers offset to each slice's start.
 //     recall : grid = (ceil(M / 16), ceil(d_v / 16), B); thread (r, c) owns
 //              query q0 + r and value column c0 + c (accumulator in a register)
 //     moments: grid = (ceil(M / 16), 1, B); the 16 threads of query r stride

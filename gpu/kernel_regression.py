@@ -4,7 +4,7 @@ weighted moments of local-linear (order 1) kernel regression."""
 from __future__ import annotations
 
 import numpy as np
-from ttrlearn.gpu._launch import cdiv, empty, entry, i32, int64_dummy, scalar
+from ttrlearn.gpu._launch import batches, cdiv, empty, entry, i32, int64_dummy, scalar
 
 from ttrlearn._utils import fill_doc
 
@@ -44,18 +44,17 @@ module : object, default=None
 
 
 def _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window):
-    """The kernels' shared arguments: the positions ``(kpos, qpos)``, and the
-    sizes and options that follow the outputs."""
+    """The kernels' shared arguments: the positions ``(kpos, qpos)`` (None
+    without a mask), and the sizes and options that follow the outputs."""
     if (kpos is None) != (qpos is None):
         raise ValueError("give both kpos and qpos, or neither")
     if kpos is None:
-        mask = 0
-        kpos = qpos = int64_dummy(Ks)
+        mask, pos = 0, None
     else:
-        mask = 1 if read_after else 2
+        mask, pos = (1 if read_after else 2), (kpos, qpos)
     _, N, dk = Ks.shape
     M, dv = Q.shape[1], Vs.shape[2]
-    return (kpos, qpos), (
+    return pos, (
         i32(N),
         i32(M),
         i32(dk),
@@ -65,6 +64,20 @@ def _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window):
         i32(mask),
         np.int64(window or 0),
     )
+
+
+def _launch(op, module, grid_xy, arrays, pos, opts):
+    """Run ``ttr_kernel_regression_<op>`` on the B streams of ``arrays``
+    (``Ks, Vs, lw, Q``, then the outputs), grid ``(*grid_xy, streams)``: one
+    launch per slice of at most ``MAX_GRID_YZ`` streams (``gridDim.z``), on
+    views of the arrays and of the positions ``pos`` (an unused one-element
+    dummy when None)."""
+    fn = entry("kernel_regression", op, arrays[0].dtype, module)
+    dummy = int64_dummy(arrays[0]) if pos is None else None
+    for sl in batches(arrays[0].shape[0]):
+        ins, outs = [x[sl] for x in arrays[:4]], [x[sl] for x in arrays[4:]]
+        p = (dummy, dummy) if pos is None else [x[sl] for x in pos]
+        fn((*grid_xy, sl.stop - sl.start), (256,), (*ins, *p, *outs, *opts))
 
 
 @fill_doc(_DOC)
@@ -109,9 +122,8 @@ def kernel_regression_recall(
     if B == 0 or M == 0 or dv == 0:
         return out
     pos, opts = _common(Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window)
-    fn = entry("kernel_regression", "recall", Ks.dtype, module)
-    grid = (cdiv(M, _TILE), cdiv(dv, _TILE), B)
-    fn(grid, (256,), (Ks, Vs, lw, Q, *pos, out, *opts))
+    grid_xy = (cdiv(M, _TILE), cdiv(dv, _TILE))
+    _launch("recall", module, grid_xy, (Ks, Vs, lw, Q, out), pos, opts)
     return out
 
 
@@ -170,8 +182,8 @@ def local_linear_moments(
         pos, opts = _common(
             Ks, Vs, Q, kernel, bandwidth, kpos, qpos, read_after, window
         )
-        fn = entry("kernel_regression", "moments", Ks.dtype, module)
-        fn((cdiv(M, _TILE), 1, B), (256,), (Ks, Vs, lw, Q, *pos, mom, mshift, *opts))
+        arrays = (Ks, Vs, lw, Q, mom, mshift)
+        _launch("moments", module, (cdiv(M, _TILE), 1), arrays, pos, opts)
     o1, o2, o3 = 1 + dk, 1 + dk + dk * dk, 1 + dk + dk * dk + dv
     return (
         mom[:, :, 0],

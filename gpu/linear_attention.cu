@@ -16,6 +16,8 @@
 //     M (B, d_v, d_k), read on entry and overwritten with the final state
 //     o (B, T, d_v)
 // Launch geometry:
+//     At most 65535 streams per launch (B is gridDim.y); the launchers run
+//     larger batches in slices, on pointers offset to each slice's start.
 //     grid = (ceil(d_v / 16), B, 1), block = (256, 1, 1), no dynamic shared
 //     memory. A block owns 16 rows of M (one value tile) of one stream and
 //     walks the chunks in order; thread (t, i) = (tid / 16, tid % 16) forms the

@@ -14,6 +14,8 @@
 //     base (B, C, d_v)   R (B, C, C)   E (B, C, d_v)   O (B, C, d_v)
 //     (O may alias base: each element is read, then written, by one thread)
 // Launch geometry:
+//     At most 65535 streams per launch (B is gridDim.y); the launchers run
+//     larger batches in slices, on pointers offset to each slice's start.
 //     grid = (ceil(C * d_v / 256), B, 1), block = (256, 1, 1), one thread per
 //     output element, no shared memory.
 // Entry points:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttrlearn.gpu._launch import cdiv, empty, entry, i32
+from ttrlearn.gpu._launch import batches, cdiv, empty, entry, i32
 
 __all__ = ["rls_masked_combine"]
 
@@ -42,6 +42,8 @@ def rls_masked_combine(base, R, E, read_after=True, *, out=None, module=None):
     if B == 0 or C * dv == 0:
         return O
     fn = entry("rls", "masked_combine", base.dtype, module)
-    args = (base, R, E, O, i32(C), i32(dv), i32(bool(read_after)))
-    fn((cdiv(C * dv, 256), B), (256,), args)
+    sizes = (i32(C), i32(dv), i32(bool(read_after)))
+    for sl in batches(B):  # gridDim.y holds at most MAX_GRID_YZ streams
+        grid = (cdiv(C * dv, 256), sl.stop - sl.start)
+        fn(grid, (256,), (base[sl], R[sl], E[sl], O[sl], *sizes))
     return O

@@ -156,12 +156,12 @@ def _dgd(q, k, v, decay, beta, initial_state, after):
 
     xp, dt, q, k, v, a, bt = _dstreams(q, k, v, decay, beta, "beta")
     B, T, d_k = k.shape
-    a, bt = a.astype(dt), bt.astype(dt)
+    la, bt = xp.log(a), bt.astype(dt)  # the kernels take float64 log-decays
     M = _dstate(xp, initial_state, (B, v.shape[2], d_k), dt, "initial_state")
     # the estimators' rule: the chunked WY kernel for long streams
     chunked = use_chunk_kernel(T, d_k, dt.itemsize)
     launch = gated_delta_chunk if chunked else gated_delta_recurrent
-    o = launch(q, k, v, a, bt, M, after)
+    o = launch(q, k, v, la, bt, M, after)
     return o, M
 
 

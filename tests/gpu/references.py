@@ -11,9 +11,11 @@ import numpy as np
 KERNEL_NAMES = ("softmax", "gaussian", "laplacian", "epanechnikov")
 
 
-def gated_delta(q, k, v, a, beta, M0, after):
-    """``M <- a M; M += beta (v - M k) k^T; o = M q`` (read before: pre-decay)."""
-    q, k, v, a, beta = (np.asarray(x, np.float64) for x in (q, k, v, a, beta))
+def gated_delta(q, k, v, log_a, beta, M0, after):
+    """``M <- a M; M += beta (v - M k) k^T; o = M q`` (read before: pre-decay),
+    with ``a = exp(log_a)`` (``log_a = -inf``: ``a = 0``)."""
+    q, k, v, log_a, beta = (np.asarray(x, np.float64) for x in (q, k, v, log_a, beta))
+    a = np.exp(log_a)
     M = np.array(M0, dtype=np.float64)
     B, T, _ = k.shape
     o = np.zeros((B, T, v.shape[2]))

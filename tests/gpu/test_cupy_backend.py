@@ -318,6 +318,44 @@ def test_gated_delta_long_streams_use_the_chunk_kernel(xp, name, dtype, data):
 
 
 @needs_gpp
+@pytest.mark.parametrize("path", ["estimator", "functional"])
+def test_gated_delta_long_constant_gate_float32(xp, path):
+    """20,000 float32 rows at decay 0.9999 on the device (one call: the chunk
+    kernel): 16 writes, then decay only, so the state ends near e^-2 times
+    the written one. Outputs and state equal the float64 NumPy fit within
+    2e-4 relatively, element by element. Before the kernels took float64
+    log-decays, the decays reached them rounded to float32 (1.7e-4 off in
+    log a for this a, in every row) and the state drifted by 3.4e-4."""
+    rng = np.random.default_rng(8)
+    T = 20_000
+    K = np.where(rng.random((T, 1)) < 0.5, -1.0, 1.0)  # unit keys
+    V = rng.standard_normal((T, 2)).astype(np.float32).astype(np.float64)
+    w = np.zeros(T)
+    w[:16] = 1.0
+    if path == "estimator":
+
+        def run(k, v, **kw):
+            m = ttrlearn.GatedDeltaMemory(decay=0.9999, **kw)
+            return m.partial_fit_predict(k, v, sample_weight=w), m.coef_
+
+        want = run(K, V, backend="numpy")
+        with _NoHostCopies(xp):
+            got = run(
+                xp.asarray(K, np.float32), xp.asarray(V, np.float32), dtype="float32"
+            )
+    else:
+        q, k, v = K[None], K[None], V[None]
+        want = F.gated_delta(q, k, v, 0.9999, w[None], backend="numpy")
+        with _NoHostCopies(xp):
+            got = F.gated_delta(
+                *(xp.asarray(x, np.float32) for x in (q, k, v)), 0.9999, w[None]
+            )
+    for g, ww, what in zip(got, want, ("outputs", "state")):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(_host(g), ww, rtol=2e-4, err_msg=what)
+
+
+@needs_gpp
 @pytest.mark.parametrize("name", [n for n in CONFIGS if _needs(n)] or ["none"])
 def test_unpatched_memory_code_refuses_device_arrays(fake_cupy, name):
     """Until the memories allocate in the array module of their state, the

@@ -6,10 +6,14 @@ with a GPU, through CuPy. Shapes cover the edges: T not a multiple of the
 16-row chunk, d not a power of two, d = 1, d_k > 32 (several staged feature
 blocks), d_v > 16 (several value tiles), B > 1, T = 0; float32 and float64;
 reads after and before the write; for the gated delta rule also decays that
-underflow (a = 0 in float32), a = 1 and step sizes up to 2.
+underflow (a = 0 in float32), a = 1 and step sizes up to 2. Batches of more
+than 65,535 streams (CUDA's gridDim.y / z limit) run in slices; a long
+constant-gate float32 stream keeps its cumulative decay.
 """
 
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -23,6 +27,7 @@ from ttrlearn.gpu import (
     local_linear_solve,
     rls_masked_combine,
 )
+from ttrlearn.gpu._launch import MAX_GRID_YZ, batches
 from ttrlearn.gpu.gated_delta import gated_delta_chunk, recurrent_fits
 
 from tests.gpu import references as ref
@@ -72,12 +77,16 @@ STREAM_KERNELS = {
 
 def _run(backend, kernel, streams, M0, after, dtype=np.float64):
     """A stream launcher on host ``streams`` (q, k, v and two gates) and the
-    entry state ``M0``, all cast to ``dtype``: outputs and final state."""
+    entry state ``M0``, all cast to ``dtype`` except the gated delta rule's
+    log-decays (float64 for both dtypes): outputs and final state."""
     launcher, module = STREAM_KERNELS[kernel]
     put = backend.put
     M = put(M0.astype(dtype))
+    dts = [dtype] * 5
+    if kernel.startswith("gated_delta"):
+        dts[3] = np.float64
     o = launcher(
-        *(put(x.astype(dtype)) for x in streams),
+        *(put(x.astype(d)) for x, d in zip(streams, dts)),
         M,
         after,
         module=backend.module(module),
@@ -95,16 +104,19 @@ def _gd_decays(rng, shape, kind):
 
 
 def _gd_data(rng, B, T, dk, dv, decays="mild", gate_dtype=np.float64):
-    """Gated delta streams ``(q, k, v, a, beta)`` and an entry state ``M0``:
-    unit keys, step sizes up to 2, decays rounded to ``gate_dtype`` (the gates
-    the kernel sees, so the reference sees them too)."""
+    """Gated delta streams ``(q, k, v, log_a, beta)`` and an entry state
+    ``M0``: unit keys, step sizes up to 2, decays rounded to ``gate_dtype``
+    (float32 gates that underflowed give ``log a = -inf``) and their float64
+    logs, which the kernels and the reference both take."""
     q = rng.standard_normal((B, T, dk))
     k = unit_rows(rng, (B, T, dk))
     v = rng.standard_normal((B, T, dv))
     a = _gd_decays(rng, (B, T), decays).astype(gate_dtype)
+    with np.errstate(divide="ignore"):
+        log_a = np.log(a.astype(np.float64))
     beta = rng.uniform(0.0, 2.0, (B, T))
     M0 = rng.standard_normal((B, dv, dk))
-    return (q, k, v, a, beta), M0
+    return (q, k, v, log_a, beta), M0
 
 
 @pytest.mark.parametrize("kernel", ["gated_delta_recurrent", "gated_delta_chunk"])
@@ -153,6 +165,123 @@ def test_gated_delta_chunk_takes_widths_beyond_the_recurrent_kernel(backend):
     o, M = _run(backend, "gated_delta_chunk", streams, M0, True)
     assert_close(o, o_ref, np.float64, 10, "outputs")
     assert_close(M, M_ref, np.float64, 10, "final state")
+
+
+@pytest.mark.parametrize("kernel", ["gated_delta_chunk", "linear_attention_chunk"])
+def test_long_constant_gate_float32_keeps_the_cumulative_decay(backend, kernel):
+    """20,000 float32 rows at a = 0.9999: 16 writes, then decay only, so the
+    final state is a^19984 M_16 (about e^-2 M_16), and every output and the
+    state must keep float32 accuracy relatively. The gated delta chunk kernel
+    once took a rounded to float32 and then its log (off by 1.7e-4 relatively
+    for this a, repeated by every row): the state drifted by 3.4e-4. It takes
+    float64 log-decays now; linear attention always took log-decays."""
+    rng = np.random.default_rng(3)
+    T, f32 = 20_000, np.float32
+
+    def on_f32(x):  # the data the float32 kernel sees, for the oracle too
+        return x.astype(f32).astype(np.float64)
+
+    q = on_f32(rng.standard_normal((1, T, 1)))
+    k = np.where(rng.random((1, T, 1)) < 0.5, -1.0, 1.0)  # unit keys, d_k = 1
+    v = on_f32(rng.standard_normal((1, T, 2)))
+    w = np.zeros((1, T))
+    w[:, :16] = 1.0
+    log_a = np.full((1, T), np.log(0.9999))
+    M0 = on_f32(rng.standard_normal((1, 2, 1)))
+    oracle = ref.gated_delta if kernel.startswith("gated") else ref.linear_attention
+    o_ref, M_ref = oracle(q, k, v, log_a, w, M0, True)
+    o, M = _run(backend, kernel, (q, k, v, log_a, w), M0, True, f32)
+    rtol = RTOL[np.dtype(f32)]
+    np.testing.assert_allclose(M, M_ref, rtol=rtol, err_msg="final state")
+    np.testing.assert_allclose(o, o_ref, rtol=rtol, err_msg="outputs")
+
+
+#: More streams than CUDA's gridDim.y / gridDim.z allow (65,535).
+BIG_B = MAX_GRID_YZ + 1
+#: On the host shim only every SAMPLE-th block of a launch runs (a block of 256
+#: std::threads costs milliseconds): 65,534 = 14 * 4,681, so the first and
+#: the last stream of each launch of at most 65,535 streams run.
+SAMPLE = 4681
+
+
+def test_batches_cover_the_streams_in_launchable_slices():
+    for B in (0, 1, MAX_GRID_YZ, MAX_GRID_YZ + 1, 3 * MAX_GRID_YZ + 7):
+        sl = batches(B)
+        assert all(0 < s.stop - s.start <= MAX_GRID_YZ for s in sl)
+        assert [i for s in sl for i in range(s.start, s.stop)] == list(range(B))
+        assert len(sl) == -(-B // MAX_GRID_YZ)
+
+
+def _sampled(backend, module):
+    """The streams whose blocks run (every stream on a GPU; one block per
+    stream in these tests) and the context that samples them on the shim."""
+    if backend.name != "host":
+        return np.arange(BIG_B), nullcontext()
+    idx = [i for s in batches(BIG_B) for i in range(s.start, s.stop, SAMPLE)]
+    assert {0, MAX_GRID_YZ - 1, MAX_GRID_YZ} <= set(idx)
+    return np.array(idx), backend.module(module).sampled(SAMPLE)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        *STREAM_KERNELS,
+        "kernel_regression_recall",
+        "local_linear_moments",
+        "rls_masked_combine",
+    ],
+)
+def test_batches_beyond_the_grid_limit(backend, kernel):
+    """65,536 tiny streams: more than gridDim.y / z take, so the launchers run
+    them in slices (a single launch fails with cudaErrorInvalidConfiguration,
+    as the shim reports). Every stream that ran equals the reference, and no
+    other state was written (pointers offset to each slice's start)."""
+    rng = np.random.default_rng(17)
+    put, get = backend.put, backend.get
+    if kernel in STREAM_KERNELS:
+        module = STREAM_KERNELS[kernel][1]
+        streams, M0 = _gd_data(rng, BIG_B, 3, 2, 3)  # log-decays serve both
+        idx, ctx = _sampled(backend, module)
+        with ctx:
+            o, M = _run(backend, kernel, streams, M0, True)
+        oracle = ref.gated_delta if kernel.startswith("gated") else ref.linear_attention
+        want = oracle(*(x[idx] for x in streams), M0[idx], True)
+        got = (o[idx], M[idx])
+        rest = np.setdiff1d(np.arange(BIG_B), idx)
+        assert np.array_equal(M[rest], M0[rest]), "a state that did not run changed"
+    elif kernel == "rls_masked_combine":
+        base, R, E = (
+            rng.standard_normal((BIG_B, *s)) for s in ((3, 2), (3, 3), (3, 2))
+        )
+        idx, ctx = _sampled(backend, "rls")
+        with ctx:
+            out = rls_masked_combine(
+                put(base), put(R), put(E), module=backend.module("rls")
+            )
+        want = (ref.rls_masked_combine(base[idx], R[idx], E[idx], True),)
+        got = (get(out)[idx],)
+    else:
+        N, Mq = 3, 2
+        Ks, Q = rng.standard_normal((BIG_B, N, 2)), rng.standard_normal((BIG_B, Mq, 2))
+        Vs, lw = rng.standard_normal((BIG_B, N, 2)), rng.uniform(-1, 1, (BIG_B, N))
+        kpos = np.tile(np.arange(N, dtype=np.int64), (BIG_B, 1))
+        qpos = rng.integers(0, N, (BIG_B, Mq))
+        idx, ctx = _sampled(backend, "kernel_regression")
+        data = [x[idx] for x in (Ks, Vs, lw, Q)]
+        kw = dict(module=backend.module("kernel_regression"))
+        if kernel == "kernel_regression_recall":  # the positions are sliced too
+            kw.update(kpos=put(kpos), qpos=put(qpos))
+            with ctx:
+                out = kernel_regression_recall(*map(put, (Ks, Vs, lw, Q)), **kw)
+            want = (ref.recall(*data, "softmax", 1.0, kpos[idx], qpos[idx]),)
+            got = (get(out)[idx],)
+        else:
+            with ctx:
+                out = local_linear_moments(*map(put, (Ks, Vs, lw, Q)), **kw)
+            want = ref.moments(*data, "softmax", 1.0)
+            got = [get(x)[idx] for x in out]
+    for g, w in zip(got, want, strict=True):
+        assert_close(g, w, np.float64, 10, kernel)
 
 
 @settings(max_examples=20)
@@ -332,7 +461,7 @@ def test_kernels_match_ttrlearn_numpy_kernels(backend):
     put = backend.put
     for after in (True, False):
         O_np, M_np = gd.gd_update_read(M0, k, v, q, beta, log_a, after, 8)
-        streams = [x[None] for x in (q, k, v, np.exp(log_a), beta)]
+        streams = [x[None] for x in (q, k, v, log_a, beta)]
         for kernel in ("gated_delta_recurrent", "gated_delta_chunk"):
             o, M = _run(backend, kernel, streams, M0[None], after)
             assert_close(o[0], O_np, np.float64, 1e3, kernel)

@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -176,8 +177,9 @@ def build(cu_path, sanitizer=None):
 class HostKernel:
     """One ``extern "C"`` kernel; called like ``cupy.RawKernel``."""
 
-    def __init__(self, name, params, funcs):
+    def __init__(self, name, params, funcs, owner=None):
         self.name, self.params, self._funcs = name, params, funcs
+        self._owner = owner  # the HostModule: its block_step
 
     def _marshal(self, args):
         if len(args) != len(self.params):
@@ -218,13 +220,14 @@ class HostKernel:
         block = tuple(block) + (1,) * (3 - len(block))
         keep, ptrs = self._marshal(args)
         k = len(self._funcs)
+        step = getattr(self._owner, "block_step", 1)
         launches = []
         for j in range(k):
             L = _Launch()
             L.grid[:] = [int(x) for x in grid]
             L.block[:] = [int(x) for x in block]
             L.shared_mem = int(shared_mem)
-            L.block_offset, L.block_stride = j, k
+            L.block_offset, L.block_stride = j * step, k * step
             launches.append(L)
         rcs = [0] * k
 
@@ -246,7 +249,14 @@ class HostKernel:
 
 
 class HostModule:
-    """``cupy.RawModule`` stand-in: ``HostModule(path).get_function(name)``."""
+    """``cupy.RawModule`` stand-in: ``HostModule(path).get_function(name)``.
+
+    ``block_step`` (1): run only the blocks whose linear index
+    ``x + gridDim.x * (y + gridDim.y * z)`` is a multiple of it (the launch
+    configuration is still checked whole); set it with :meth:`sampled`.
+    """
+
+    block_step = 1
 
     def __init__(self, path, sanitizer=None, copies=None):
         if sanitizer is None:
@@ -274,8 +284,18 @@ class HostModule:
                 f.argtypes = [ctypes.POINTER(_Launch), ctypes.POINTER(ctypes.c_void_p)]
                 f.restype = ctypes.c_int
                 funcs.append(f)
-            self._kernels[name] = HostKernel(name, self.entries[name], funcs)
+            self._kernels[name] = HostKernel(name, self.entries[name], funcs, self)
         return self._kernels[name]
+
+    @contextmanager
+    def sampled(self, step):
+        """Inside the ``with`` statement, launches run every ``step``-th CUDA
+        block only (tests of huge grids; the blocks skipped write nothing)."""
+        old, self.block_step = self.block_step, int(step)
+        try:
+            yield self
+        finally:
+            self.block_step = old
 
 
 def sanitizer_env(sanitizer, log_prefix):

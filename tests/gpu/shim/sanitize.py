@@ -58,6 +58,7 @@ def run_kernels(dtypes):
     k /= np.linalg.norm(k, axis=-1, keepdims=True)
     v = rng.standard_normal((B, T, dv))
     a = rng.uniform(0.5, 1.0, (B, T))
+    la = np.log(a)  # the gated delta kernels take float64 log-decays
     beta = rng.uniform(0.0, 1.0, (B, T))
     M0 = rng.standard_normal((B, dv, dk))
     pos = np.tile(np.arange(T, dtype=np.int64), (B, 1))
@@ -68,13 +69,15 @@ def run_kernels(dtypes):
         for after in (True, False):
             tag = f"{np.dtype(dt).name} after={after}"
             M = M0.astype(dt)
-            o = gated_delta_recurrent(*c[:5], M, after, module=mods["gated_delta"])
-            o_ref, M_ref = ref.gated_delta(q, k, v, a, beta, M0, after)
+            gd = (*c[:3], la, c[4], M, after)
+            o = gated_delta_recurrent(*gd, module=mods["gated_delta"])
+            o_ref, M_ref = ref.gated_delta(q, k, v, la, beta, M0, after)
             fails += _check(f"gated_delta {tag}", o, o_ref, dt)
             fails += _check(f"gated_delta state {tag}", M, M_ref, dt)
 
             M = M0.astype(dt)  # 19 rows: a full chunk and a partial one
-            o = gated_delta_chunk(*c[:5], M, after, module=mods["gated_delta_chunk"])
+            gd = (*c[:3], la, c[4], M, after)
+            o = gated_delta_chunk(*gd, module=mods["gated_delta_chunk"])
             fails += _check(f"gated_delta_chunk {tag}", o, o_ref, dt)
             fails += _check(f"gated_delta_chunk state {tag}", M, M_ref, dt)
 

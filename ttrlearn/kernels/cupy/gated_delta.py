@@ -60,7 +60,7 @@ def _run(M, K, V, Q, b, log_a, after):
         contiguous(xp, Q, dt)[None],
         contiguous(xp, K, dt)[None],
         contiguous(xp, xp.asarray(V), dt)[None],
-        contiguous(xp, xp.exp(as_f64(xp, log_a)), dt)[None],
+        contiguous(xp, as_f64(xp, log_a))[None],  # float64 log-decays
         contiguous(xp, as_f64(xp, b), dt)[None],
         S,
         bool(after),
