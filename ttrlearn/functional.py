@@ -353,7 +353,9 @@ def gated_delta(
     -----
     ``M_t = a_t M_{t-1} + b_t (v_t - a_t M_{t-1} k_t) k_t^T``; equals the
     per-token loop ``ttrlearn.reference.gated_delta``. With CuPy arrays all
-    ``B`` streams run in one launch of the fused recurrent CUDA kernel.
+    ``B`` streams run in one launch (per 65,535 streams) of the chunked WY/UT
+    CUDA kernel for ``T >= 64`` (or keys too wide for the recurrent kernel),
+    else of the fused recurrent one, as ``GatedDeltaMemory`` does.
     """
     if _on_device(backend, q, k, v):
         return _dgd(q, k, v, decay, beta, initial_state, read == "after")
