@@ -4,10 +4,10 @@ Same functions, signatures and semantics as
 :mod:`ttrlearn.kernels.numpy.linear_attention`.
 
 * :func:`la_update` is one GEMM ``V^T diag(c) Phi`` plus the normaliser
-  ``c^T Phi``. The weights ``c_i = w_i exp(L - L_i)`` are applied to a block
-  of rows while it is in cache, right before that block's GEMM, and the
-  normaliser is summed from the same cached block, so the update reads the
-  data once; with unit weights and no decay nothing is copied.
+  ``c^T Phi`` (a GEMV). The weights ``c_i = w_i exp(L - L_i)`` are applied to
+  a block of rows while it is in cache, right before that block's GEMM, and
+  the normaliser's GEMV reads the same cached block; with unit weights and no
+  decay nothing is copied and the whole input is one GEMM.
 * :func:`la_update_read` runs the chunked causal form (one masked ``(C, C)``
   product per chunk, decay ratios ``g_t / g_i`` from one ``exp`` per row)
   compiled end to end.
@@ -32,15 +32,6 @@ __all__ = ["la_update", "la_update_read"]
 
 
 @njit(cache=CACHE, fastmath=FASTMATH_LA)
-def _colsum(z, c, Phi, s, e, plain):
-    d = Phi.shape[1]
-    for i in range(s, e):
-        ci = 1.0 if plain else c[i]
-        for j in range(d):
-            z[j] += ci * Phi[i, j]
-
-
-@njit(cache=CACHE, fastmath=FASTMATH_LA)
 def _update(M, z, Phi, V, c, plain, scale, block):
     n, d = Phi.shape
     d_v = V.shape[1]
@@ -48,17 +39,23 @@ def _update(M, z, Phi, V, c, plain, scale, block):
     Mn = M * scale
     z64 = np.zeros(d)
     Vc = np.empty((min(block, n), d_v), dtype=M.dtype)
+    ones = np.ones(n if plain else min(block, n), dtype=M.dtype)
+    if plain:  # nothing to apply per row: one GEMM and one GEMV
+        block = n
     for s in range(0, n, block):
         e = min(s + block, n)
         if plain:
             Mn += np.dot(V[s:e].T, Phi[s:e])
+            zb = np.dot(ones[: e - s], Phi[s:e])  # gemv on the cached block
         else:
             for i in range(s, e):
                 ci = c[i]
                 for j in range(d_v):
                     Vc[i - s, j] = ci * V[i, j]
             Mn += np.dot(Vc[: e - s].T, Phi[s:e])
-        _colsum(z64, c, Phi, s, e, plain)
+            zb = np.dot(c[s:e], Phi[s:e])
+        for j in range(d):
+            z64[j] += zb[j]
     zn = z * scale
     for j in range(d):
         zn[j] += dt(z64[j])
