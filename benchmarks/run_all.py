@@ -71,7 +71,12 @@ def run(only=SUITES, quick=False, repeat=None, log=print):
     info["peaks1"] = {
         dt: gemm_peak(np.dtype(dt), threads=1) for dt in ("float32", "float64")
     }
-    info["workers"] = os.environ.get("TTRLEARN_NUM_THREADS", "1 (default)")
+    from ttrlearn.kernels.numba._config import WORKERS
+
+    env = os.environ.get("TTRLEARN_NUM_THREADS")
+    info["workers"] = f"{WORKERS} " + (
+        f"(TTRLEARN_NUM_THREADS={env})" if env else "(default: every usable core)"
+    )
     log(
         "# GEMM peak (numpy, all threads): "
         + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
@@ -164,7 +169,8 @@ def markdown(rows, info, command):
         "busy with other work during the run.)",
         "",
         f"ttrlearn worker threads (`TTRLEARN_NUM_THREADS`): {info['workers']}; "
-        "BLAS inside the chunked kernels runs on one thread.",
+        "the small BLAS products inside the chunked kernels run on one thread "
+        "each.",
         "",
         "Load during the run: 1-min load average "
         f"{info['load1']:.2f} at the start, {info.get('load_end', float('nan')):.2f} "

@@ -32,7 +32,11 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# The suite runs as 2 xdist workers on 2 cores: one BLAS thread per worker.
+# The suite runs as 2 xdist workers on 2 cores: one kernel worker thread per
+# test process (tests/test_numba_kernels.py runs the multi-worker splits
+# explicitly) ...
+os.environ.setdefault("TTRLEARN_NUM_THREADS", "1")
+# ... and one BLAS thread per worker.
 # Multi-threaded OpenBLAS on the tiny per-chunk products of these tests was up
 # to 10x slower when the other core is busy.
 try:

@@ -286,3 +286,49 @@ def test_numba_backend_uses_numba_kernels(family, module):
     ns = get_kernels("numba", family)
     for name in module.__all__:
         assert getattr(ns, name) is getattr(module, name)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_worker_splits_equal_one_worker(monkeypatch, workers):
+    """The kernels that split work over ``TTRLEARN_NUM_THREADS`` workers (the
+    default on a multi-core machine; the suite itself runs with one) give
+    one worker's results up to rounding: gated delta by value columns,
+    kernel regression by query blocks, RLS causal outputs by segments."""
+    rng = np.random.default_rng(3)
+    n, d_k, d_v = 4096 + 37, 40, 16 * workers + 5  # d_k d_v > GD_FUSED_MAX_STATE
+    K = 0.8 * rng.normal(size=(n, d_k)) / np.sqrt(d_k)
+    V = rng.normal(size=(n, d_v))
+    Q = rng.normal(size=(n, d_k))
+    b = rng.uniform(0.1, 0.9, n)
+    log_a = np.log(rng.uniform(0.95, 1.0, n))
+    w = rng.uniform(0.5, 1.5, n)
+    H, G = np.eye(d_k), np.zeros((d_v, d_k))
+    kr_args = (K[:1500], V[:1500], np.zeros(1500), Q[:700], "softmax", 1.0, 0, 0.0)
+
+    def run():
+        return (
+            nb_gd.gd_update_read(np.zeros((d_v, d_k)), K, V, Q, b, log_a, True, 32),
+            nb_rls.rls_update_read(H, G, 0.0, True, K, V, Q, w, log_a, False, 64),
+            nb_kr.kr_read(*kr_args),
+        )
+
+    for module in (nb_gd, nb_rls, nb_kr):
+        monkeypatch.setattr(module, "WORKERS", 1)
+    (gd1, rls1, kr1) = run()
+    submitted = []
+    pool = nb_gd.thread_pool()
+
+    class Spy:
+        def submit(self, *a):
+            submitted.append(a[0])
+            return pool.submit(*a)
+
+    for module in (nb_gd, nb_rls, nb_kr):
+        monkeypatch.setattr(module, "WORKERS", workers)
+        monkeypatch.setattr(module, "thread_pool", Spy)
+    (gdw, rlsw, krw) = run()
+    assert len(submitted) >= 3 * 2  # every kernel really split its work
+    for a, b_ in [*zip(gdw, gd1), (krw, kr1)]:  # GEMMs of other widths: rounding
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
+    for a, b_ in zip(rlsw, rls1):
+        np.testing.assert_allclose(a, b_, rtol=1e-9, atol=1e-11)
