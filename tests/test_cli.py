@@ -74,3 +74,14 @@ def test_forecast_reports_a_missing_csv_and_an_unwritable_plot(tmp_path, capsys)
     assert code == 2
     assert "MAE" in captured.out  # the results were printed first
     assert "no plot" in captured.err
+
+
+def test_info_reports_versions_backends_and_kernel_threads(capsys, monkeypatch):
+    from ttrlearn.cli import main
+
+    monkeypatch.setenv("TTRLEARN_NUM_THREADS", "1")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ttrlearn ")
+    assert "backends     " in out and "numpy" in out
+    assert "kernel threads (TTRLEARN_NUM_THREADS=1)" in out

@@ -116,6 +116,12 @@ def info(argv=None):
         except Exception:
             print(f"{mod:12s} not installed")
     print(f"backends     {', '.join(ttrlearn.available_backends())}")
+    if "numba" in ttrlearn.available_backends():
+        from ttrlearn.kernels.numba._config import WORKERS
+
+        env = os.environ.get("TTRLEARN_NUM_THREADS")
+        src = f"TTRLEARN_NUM_THREADS={env}" if env else "default: every usable core"
+        print(f"workers      {WORKERS} kernel threads ({src})")
     try:
         from threadpoolctl import threadpool_info
 
