@@ -106,9 +106,11 @@ def test_rls(streams, mode):
 @pytest.mark.parametrize("order", [0, 1])
 def test_kernel_regression_window(streams, order):
     q, k, v, *_ = streams
-    o = F.kernel_regression(
+    o, (K, V, _) = F.kernel_regression(
         q, k, v, kernel="gaussian", bandwidth=1.5, order=order, alpha=1e-3, window=10
     )
+    np.testing.assert_array_equal(K, k[:, -10:])  # the window is the state
+    np.testing.assert_array_equal(V, v[:, -10:])
     solver = ref.nadaraya_watson if order == 0 else ref.local_linear
     extra = {} if order == 0 else {"alpha": 1e-3}
     for i in range(3):
@@ -135,3 +137,30 @@ def test_shape_errors():
             np.zeros((1, 2, 1)),
             decay=np.zeros((1, 2)),
         )
+
+
+@pytest.mark.parametrize("window", [None, 7])
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("read", ["after", "before"])
+def test_kernel_regression_continues_from_its_final_state(streams, order, window, read):
+    """``(outputs, final_state)`` as every op: the cache of a prefix, passed as
+    ``initial_state``, continues the streams exactly as one call."""
+    q, k, v, *_ = streams
+    lw = np.log(np.random.default_rng(4).uniform(0.2, 1.0, k.shape[:2]))
+    kw = dict(kernel="gaussian", bandwidth=1.5, order=order, alpha=1e-3)
+    kw.update(window=window, read=read)
+    whole, final = F.kernel_regression(q, k, v, lw, **kw)
+    cut = 13
+    head, cache = F.kernel_regression(
+        q[:, :cut], k[:, :cut], v[:, :cut], lw[:, :cut], **kw
+    )
+    tail, final2 = F.kernel_regression(
+        q[:, cut:], k[:, cut:], v[:, cut:], lw[:, cut:], initial_state=cache, **kw
+    )
+    np.testing.assert_allclose(
+        np.concatenate([head, tail], axis=1), whole, rtol=1e-9, atol=1e-10
+    )
+    for a, b in zip(final2, final):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="initial_state"):
+        F.kernel_regression(q, k, v, initial_state=(k[:, :3], v[:, :2], None))

@@ -193,7 +193,47 @@ def _drls(q, k, v, decay, weight, alpha, decayed, initial_state, after, chunk):
     return o, (H, G)
 
 
-def _dkr(q, k, v, log_weight, kernel, h, order, alpha, window, after):
+def _kr_cache(xp, k, v, lw, initial_state, window):
+    """Keys, values and log-weights of the cache with ``initial_state``'s
+    pairs first (positions ``-T0 .. -1``), the key positions, and the final
+    state (the last ``window`` pairs when windowed)."""
+    B, T, d_k = k.shape
+    if initial_state is None:
+        K, V, LW, T0 = k, v, lw, 0
+    else:
+        if len(initial_state) != 3:
+            raise ValueError(
+                "initial_state for kernel regression is (keys, values, "
+                "log_weights) of shapes (B, T0, d_k), (B, T0, d_v), (B, T0)"
+            )
+        k0, v0, lw0 = initial_state
+        k0 = xp.asarray(k0, dtype=k.dtype)
+        v0 = xp.asarray(v0, dtype=v.dtype)
+        T0 = k0.shape[1] if k0.ndim == 3 else -1
+        lw0 = (
+            xp.zeros((B, max(T0, 0)))
+            if lw0 is None
+            else xp.asarray(lw0, dtype=np.float64)
+        )
+        if (
+            k0.shape != (B, T0, d_k)
+            or v0.shape != (B, T0, v.shape[2])
+            or lw0.shape != (B, T0)
+        ):
+            raise ValueError(
+                f"initial_state shapes {k0.shape}, {v0.shape}, {lw0.shape} do "
+                f"not continue streams of {B} x (d_k={d_k}, d_v={v.shape[2]})"
+            )
+        K = xp.concatenate([k0, k], axis=1)
+        V = xp.concatenate([v0, v], axis=1)
+        LW = xp.concatenate([lw0, lw], axis=1)
+    kpos = xp.arange(-T0, T, dtype=np.int64)
+    keep = slice(None) if not window else slice(-window, None)
+    final = tuple(xp.ascontiguousarray(a[:, keep]) for a in (K, V, LW))
+    return K, V, LW, kpos, final
+
+
+def _dkr(q, k, v, log_weight, kernel, h, order, alpha, window, after, init):
     from ttrlearn.gpu import (
         kernel_regression_recall,
         local_linear_moments,
@@ -208,23 +248,26 @@ def _dkr(q, k, v, log_weight, kernel, h, order, alpha, window, after):
         lw = xp.broadcast_to(log_weight.astype(np.float64, copy=False), (B, T))
     else:
         lw = xp.asarray(np.broadcast_to(np.asarray(log_weight, np.float64), (B, T)))
-    top = lw.max(axis=1, keepdims=True) if T else xp.zeros((B, 1))
+    k, v, lw, kpos, final = _kr_cache(xp, k, v, lw, init, window)
+    N = k.shape[1]
+    top = lw.max(axis=1, keepdims=True) if N else xp.zeros((B, 1))
     lw = xp.ascontiguousarray((lw - xp.where(xp.isfinite(top), top, 0)).astype(dt))
-    pos = xp.ascontiguousarray(xp.broadcast_to(xp.arange(T, dtype=np.int64), (B, T)))
     kw = dict(
         kernel=kernel,
         bandwidth=float(h),
-        kpos=pos,
-        qpos=pos,
+        kpos=xp.ascontiguousarray(xp.broadcast_to(kpos, (B, N))),
+        qpos=xp.ascontiguousarray(
+            xp.broadcast_to(xp.arange(T, dtype=np.int64), (B, T))
+        ),
         read_after=after,
         window=window or None,
     )
     if order == 0:
-        return kernel_regression_recall(k, v, lw, q, **kw)
+        return kernel_regression_recall(k, v, lw, q, **kw), final
     f64 = (x.astype(np.float64) for x in (k, v, lw, q))  # moments cancel: float64
     mom = local_linear_moments(*f64, **kw)[:5]
     out = local_linear_solve(*(m.astype(np.float64) for m in mom), float(alpha))
-    return xp.ascontiguousarray(out.astype(dt))
+    return xp.ascontiguousarray(out.astype(dt)), final
 
 
 def _kernels(backend, family, *arrays):
@@ -476,6 +519,7 @@ def kernel_regression(
     order=0,
     alpha=1e-6,
     window=None,
+    initial_state=None,
     read="after",
     backend="auto",
 ):
@@ -496,6 +540,10 @@ def kernel_regression(
         Ridge on the local slope (order 1).
     window : int, default=None
         Attend to the last ``window`` pairs only.
+    initial_state : tuple of (keys, values, log_weights), default=None
+        The cache of earlier pairs, of shapes ``(B, T0, d_k)``,
+        ``(B, T0, d_v)`` and ``(B, T0)`` (``log_weights`` may be None): every
+        step also attends to them, as the ``T0`` pairs before step 0.
     read : {"after", "before"}, default="after"
         Whether step ``t`` sees its own pair.
     %(backend)s
@@ -504,6 +552,9 @@ def kernel_regression(
     -------
     o : ndarray of shape (B, T, d_v)
         Outputs (0 where no pair has positive weight).
+    final_state : tuple of (keys, values, log_weights)
+        The cache after the last step (the last ``window`` pairs when
+        windowed), to pass as ``initial_state`` to continue the streams.
 
     Notes
     -----
@@ -515,7 +566,17 @@ def kernel_regression(
         d_k = k.shape[2]
         h = bandwidth or float(d_k) ** (0.5 if kernel == "softmax" else 0.25)
         return _dkr(
-            q, k, v, log_weight, kernel, h, order, alpha, window, read == "after"
+            q,
+            k,
+            v,
+            log_weight,
+            kernel,
+            h,
+            order,
+            alpha,
+            window,
+            read == "after",
+            initial_state,
         )
     q, k, v = _shapes(q, k, v)
     B, T, d_k = k.shape
@@ -526,21 +587,22 @@ def kernel_regression(
         if log_weight is None
         else np.broadcast_to(np.asarray(log_weight, np.float64), (B, T))
     )
-    pos = np.arange(T, dtype=np.int64)
+    K, V, LW, kpos, final = _kr_cache(np, k, v, lw, initial_state, window)
+    qpos = np.arange(T, dtype=np.int64)
     o = np.empty(v.shape, dtype=k.dtype)
     for b in range(B):
         o[b] = ker.kr_read(
-            k[b],
-            v[b],
-            lw[b],
+            np.ascontiguousarray(K[b]),
+            np.ascontiguousarray(V[b]),
+            np.ascontiguousarray(LW[b]),
             q[b],
             kernel,
             h,
             order,
             alpha,
-            pos,
-            pos,
+            kpos,
+            qpos,
             read == "after",
             window or 0,
         )
-    return o
+    return o, final

@@ -423,8 +423,6 @@ def test_functional_streams_on_device(xp, op, read):
         got = FUNCTIONAL[op](*(xp.asarray(x) for x in (q, k, v)), a, w, read=read)
     flat_w = [want[0], *(want[1] if isinstance(want[1], tuple) else (want[1],))]
     flat_g = [got[0], *(got[1] if isinstance(got[1], tuple) else (got[1],))]
-    if op.startswith("kr"):
-        flat_w, flat_g = [want], [got]
     for gg, ww in zip(flat_g, flat_w):
         assert type(gg).__module__.split(".")[0] == "cupy"
         assert_close(_host(gg), ww, err_msg=op)
@@ -442,6 +440,15 @@ def test_functional_device_gates_and_states(fake_cupy):
     assert_close(
         o2.get(), F.linear_attention(q, k, v, a, initial_state=st, backend="numpy")[0]
     )
+    # kernel regression continues a stream from its cache on the device too
+    qd, kd, vd = (cp.asarray(x) for x in (q, k, v))
+    whole, _ = F.kernel_regression(q, k, v, window=6, backend="numpy")
+    _, cache = F.kernel_regression(qd[:, :9], kd[:, :9], vd[:, :9], window=6)
+    rest, _ = F.kernel_regression(
+        qd[:, 9:], kd[:, 9:], vd[:, 9:], window=6, initial_state=cache
+    )
+    assert type(rest).__module__.split(".")[0] == "cupy"
+    assert_close(rest.get(), whole[:, 9:])
     with pytest.raises(ValueError, match="decay"):
         F.gated_delta(*(cp.asarray(x) for x in (q, k, v)), cp.asarray(a * 2))
     with pytest.raises(ValueError, match="host array"):
