@@ -164,3 +164,80 @@ def test_kernel_regression_continues_from_its_final_state(streams, order, window
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="initial_state"):
         F.kernel_regression(q, k, v, initial_state=(k[:, :3], v[:, :2], None))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("read", ["after", "before"])
+def test_estimators_equal_the_ops_with_one_stream(backend, read):
+    """An estimator's causal outputs are the op's with B = 1 (both run the
+    same per-stream kernels), so the two layers cannot drift apart."""
+    from ttrlearn import (
+        GatedDeltaMemory,
+        KernelRegressionMemory,
+        LinearAttentionMemory,
+        RLSMemory,
+    )
+
+    rng = np.random.default_rng(8)
+    T, d_k, d_v = 41, 5, 3
+    q, k, v = (
+        rng.normal(size=(T, d_k)),
+        rng.normal(size=(T, d_k)),
+        rng.normal(size=(T, d_v)),
+    )
+    a, w = rng.uniform(0.8, 1.0, T), rng.uniform(0.2, 1.5, T)
+    one = lambda x: x[None]  # noqa: E731
+    cases = [
+        (
+            LinearAttentionMemory(backend=backend),
+            dict(decay=a, sample_weight=w),
+            F.linear_attention(
+                one(q), one(k), one(v), one(a), one(w), read=read, backend=backend
+            ),
+        ),
+        (
+            GatedDeltaMemory(normalize_keys=False, learning_rate=0.1, backend=backend),
+            dict(decay=a),
+            F.gated_delta(
+                one(q),
+                one(k),
+                one(v),
+                one(a),
+                np.full((1, T), 0.1),
+                read=read,
+                backend=backend,
+            ),
+        ),
+        (
+            RLSMemory(alpha=0.7, backend=backend),
+            dict(decay=a, sample_weight=w),
+            F.rls(
+                one(q),
+                one(k),
+                one(v),
+                one(a),
+                one(w),
+                alpha=0.7,
+                read=read,
+                backend=backend,
+            ),
+        ),
+        (
+            KernelRegressionMemory(bandwidth=1.3, backend=backend),
+            dict(sample_weight=w),
+            F.kernel_regression(
+                one(q),
+                one(k),
+                one(v),
+                one(np.log(w)),
+                bandwidth=1.3,
+                read=read,
+                backend=backend,
+            ),
+        ),
+    ]
+    for mem, gates, (o, _) in cases:
+        got = mem.partial_fit_predict(k, v, queries=q, read=read, **gates)
+        np.testing.assert_allclose(
+            got, o[0], rtol=1e-9, atol=1e-10, err_msg=type(mem).__name__
+        )
