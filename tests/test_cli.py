@@ -85,3 +85,13 @@ def test_info_reports_versions_backends_and_kernel_threads(capsys, monkeypatch):
     assert out.startswith("ttrlearn ")
     assert "backends     " in out and "numpy" in out
     assert "kernel threads (TTRLEARN_NUM_THREADS=1)" in out
+
+
+def test_plot_formats_matplotlib_cannot_write_are_refused(tmp_path, capsys):
+    from ttrlearn.cli import forecast, main
+
+    assert main(["mqar", "--quick", "--output", str(tmp_path / "x.xyz")]) == 2
+    assert "cannot write 'xyz'" in capsys.readouterr().err
+    assert forecast(["--output", str(tmp_path / "f.xyz")]) == 2
+    captured = capsys.readouterr()
+    assert "MAE" in captured.out and "no plot" in captured.err

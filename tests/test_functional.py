@@ -164,6 +164,9 @@ def test_kernel_regression_continues_from_its_final_state(streams, order, window
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="initial_state"):
         F.kernel_regression(q, k, v, initial_state=(k[:, :3], v[:, :2], None))
+    # the state is a copy: a streaming loop may reuse its chunk buffers
+    for a, src in zip(F.kernel_regression(q, k, v, lw, **kw)[1], (k, v)):
+        assert not np.shares_memory(a, src)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

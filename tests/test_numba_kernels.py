@@ -11,6 +11,7 @@ chunked) are exercised whatever the dispatch threshold.
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -332,3 +333,80 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
         np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
     for a, b_ in zip(rlsw, rls1):
         np.testing.assert_allclose(a, b_, rtol=1e-9, atol=1e-11)
+
+
+def _fork_job(_):
+    from ttrlearn.kernels.numba import gated_delta as gd
+
+    rng = np.random.default_rng(0)
+    K, V = rng.normal(size=(4200, 40)) / 7, rng.normal(size=(4200, 48))
+    b, la = np.full(4200, 0.5), np.zeros(4200)
+    return float(np.abs(gd.gd_update(np.zeros((48, 40)), K, V, b, la, 32)).sum())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_can_use_the_worker_pool(monkeypatch):
+    """A forked child inherits the pool object without its threads: it must
+    start a fresh pool instead of waiting forever."""
+    import multiprocessing as mp
+
+    from ttrlearn.kernels.numba import _config
+    from ttrlearn.kernels.numba import gated_delta as gd
+
+    monkeypatch.setattr(gd, "WORKERS", 2)
+    want = _fork_job(0)  # the parent's pool now exists, with its threads
+    assert _config._POOL is not None
+    with mp.get_context("fork").Pool(1) as pool:
+        got = pool.map_async(_fork_job, [0]).get(timeout=120)
+    assert got == [want]
+
+
+def test_single_thread_blas_is_shared_by_concurrent_threads():
+    """The process-wide limit holds while any thread is inside a block, and
+    the original thread counts come back when the last one leaves, whatever
+    the order; a second thread's block is honoured too."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    from ttrlearn.kernels.numba._config import single_thread_blas
+
+    def counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    start = counts()
+    seen = {}
+    entered, released, a_left = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with single_thread_blas():
+            entered.set()
+            released.wait(10)
+        a_left.set()
+
+    def second():
+        entered.wait(10)
+        with single_thread_blas():
+            released.set()
+            a_left.wait(10)
+            seen["inside"] = counts()  # the first thread has left: still 1
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["inside"] == [1] * len(start)
+    assert counts() == start
+    worker = threading.Thread(target=lambda: seen.update(w=_inside(counts)))
+    worker.start()
+    worker.join(10)
+    assert seen["w"] == [1] * len(start)
+    assert counts() == start
+
+
+def _inside(counts):
+    from ttrlearn.kernels.numba._config import single_thread_blas
+
+    with single_thread_blas():
+        return counts()

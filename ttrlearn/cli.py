@@ -120,7 +120,12 @@ def info(argv=None):
         from ttrlearn.kernels.numba._config import WORKERS
 
         env = os.environ.get("TTRLEARN_NUM_THREADS")
-        src = f"TTRLEARN_NUM_THREADS={env}" if env else "default: every usable core"
+        if env is None:
+            src = "default: every usable core, at most 8"
+        elif env.strip() == str(WORKERS):
+            src = f"TTRLEARN_NUM_THREADS={env}"
+        else:
+            src = f"TTRLEARN_NUM_THREADS={env!r}: invalid, or above the cores or 8"
         print(f"workers      {WORKERS} kernel threads ({src})")
     try:
         from threadpoolctl import threadpool_info
@@ -479,7 +484,7 @@ def forecast(argv=None):
             _plot_forecasts(args.output, t, x, results, title, steps=args.horizon)
         except ImportError:
             print("(matplotlib is not installed: no plot; pip install matplotlib)")
-        except OSError as exc:  # the results above are printed already
+        except (OSError, ValueError) as exc:  # the results above are printed
             print(f"ttrlearn forecast: no plot: {exc}", file=sys.stderr)
             return 2
         else:
@@ -488,8 +493,8 @@ def forecast(argv=None):
 
 
 def _unwritable(path):
-    """Why a file cannot be written at ``path`` (its folder is missing or
-    read-only, or it is a folder), or None."""
+    """Why a plot cannot be written at ``path`` (a folder, a missing or
+    read-only folder or file, a format matplotlib cannot write), or None."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         return "it is a folder"
@@ -497,6 +502,18 @@ def _unwritable(path):
         return f"no folder {folder}"
     if not os.access(folder, os.W_OK):
         return f"folder {folder} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    try:
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+    except ImportError:  # reported where the plot is made
+        return None
+    if ext not in formats:
+        what = repr(ext) if ext else "files without an extension"
+        return f"matplotlib cannot write {what} (use .png)"
     return None
 
 

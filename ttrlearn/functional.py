@@ -229,7 +229,7 @@ def _kr_cache(xp, k, v, lw, initial_state, window):
         LW = xp.concatenate([lw0, lw], axis=1)
     kpos = xp.arange(-T0, T, dtype=np.int64)
     keep = slice(None) if not window else slice(-window, None)
-    final = tuple(xp.ascontiguousarray(a[:, keep]) for a in (K, V, LW))
+    final = tuple(a[:, keep].copy() for a in (K, V, LW))  # never the caller's
     return K, V, LW, kpos, final
 
 

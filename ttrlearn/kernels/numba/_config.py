@@ -11,6 +11,7 @@ products are reordered (linear attention, kernel-regression logits).
 from __future__ import annotations
 
 import os
+import threading
 
 __all__ = [
     "CACHE",
@@ -48,6 +49,35 @@ LA_BLOCK_ROWS = 4096
 SMALL_BLAS_FLOPS = 2_000_000
 
 _CONTROLLER = None
+# One process-wide BLAS limit shared by every thread in a single-BLAS block:
+# the first to enter sets it, the last to leave restores it (threadpoolctl's
+# limits are process-wide, so per-thread limiters would restore each other's
+# values out of order and could leave BLAS at one thread for good).
+_BLAS_LOCK = threading.Lock()
+_BLAS_DEPTH = 0
+_BLAS_LIMITER = None
+
+
+def _controller():
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba uses
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+def _release_blas_control():
+    """Let any thread set OpenBLAS's thread count next (threadpoolctl >= 3.6
+    honours only the thread that set it last, until released)."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # pragma: no cover - older threadpoolctl: no owner
+        return
+    clear = getattr(OpenBLASController, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 class single_thread_blas:
@@ -56,30 +86,39 @@ class single_thread_blas:
     The Numba kernels call BLAS (SciPy's OpenBLAS, through
     ``scipy.linalg.cython_blas``) on per-chunk products far too small for two
     threads; a second BLAS thread then only contends for the other core.
-    Limits every loaded BLAS (process-wide, restored on exit). ``active=False``
-    makes it a no-op (tiny inputs, where the ~50 us of the switch would
-    dominate).
+    The limit is process-wide (every loaded BLAS): it is set when the first
+    thread enters such a block and restored when the last one leaves, so
+    concurrent callers share it safely. ``active=False`` makes it a no-op
+    (tiny inputs, where the ~50 us of the switch would dominate).
     """
 
     def __init__(self, active=True):
         self.active = active
-        self._lim = None
+        self._entered = False
 
     def __enter__(self):
         if self.active:
-            global _CONTROLLER
-            if _CONTROLLER is None:
-                import scipy.linalg.cython_blas  # noqa: F401 - load the BLAS numba uses
-                from threadpoolctl import ThreadpoolController
-
-                _CONTROLLER = ThreadpoolController()
-            self._lim = _CONTROLLER.limit(limits=1, user_api="blas")
+            global _BLAS_DEPTH, _BLAS_LIMITER
+            with _BLAS_LOCK:
+                if _BLAS_DEPTH == 0:
+                    _release_blas_control()
+                    _BLAS_LIMITER = _controller().limit(limits=1, user_api="blas")
+                    _release_blas_control()
+                _BLAS_DEPTH += 1
+            self._entered = True
         return self
 
     def __exit__(self, *exc):
-        if self._lim is not None:
-            self._lim.restore_original_limits()
-            self._lim = None
+        if self._entered:
+            global _BLAS_DEPTH, _BLAS_LIMITER
+            with _BLAS_LOCK:
+                _BLAS_DEPTH -= 1
+                if _BLAS_DEPTH == 0:
+                    _release_blas_control()
+                    _BLAS_LIMITER.restore_original_limits()
+                    _release_blas_control()
+                    _BLAS_LIMITER = None
+            self._entered = False
         return False
 
 
@@ -106,13 +145,29 @@ def _n_workers():
 #: 2-core VM): set ``TTRLEARN_NUM_THREADS=1`` there.
 WORKERS = _n_workers()
 _POOL = None
+_POOL_LOCK = threading.Lock()
 
 
 def thread_pool():
-    """The shared worker pool (created on first use)."""
+    """The shared worker pool (created on first use, once)."""
     global _POOL
     if _POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
+        with _POOL_LOCK:
+            if _POOL is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="ttrlearn")
+                _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="ttrlearn")
     return _POOL
+
+
+def _after_fork_in_child():
+    """A forked child inherits the pool object but not its threads (a submit
+    would wait forever) and possibly a held lock: start afresh."""
+    global _POOL, _POOL_LOCK, _BLAS_LOCK, _BLAS_DEPTH, _BLAS_LIMITER, _CONTROLLER
+    _POOL, _POOL_LOCK = None, threading.Lock()
+    _BLAS_LOCK, _BLAS_DEPTH, _BLAS_LIMITER = threading.Lock(), 0, None
+    _CONTROLLER = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

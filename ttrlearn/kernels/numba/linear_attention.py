@@ -39,14 +39,13 @@ def _update(M, z, Phi, V, c, plain, scale, block):
     Mn = M * scale
     z64 = np.zeros(d)
     Vc = np.empty((min(block, n), d_v), dtype=M.dtype)
-    ones = np.ones(n if plain else min(block, n), dtype=M.dtype)
-    if plain:  # nothing to apply per row: one GEMM and one GEMV
-        block = n
+    ones = np.ones(min(block, n), dtype=M.dtype)
+    if plain:  # nothing to apply per row: the whole input is one GEMM
+        Mn += np.dot(V.T, Phi)
     for s in range(0, n, block):
         e = min(s + block, n)
-        if plain:
-            Mn += np.dot(V[s:e].T, Phi[s:e])
-            zb = np.dot(ones[: e - s], Phi[s:e])  # gemv on the cached block
+        if plain:  # z by block GEMVs, summed in float64 across blocks
+            zb = np.dot(ones[: e - s], Phi[s:e])
         else:
             for i in range(s, e):
                 ci = c[i]
