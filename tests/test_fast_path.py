@@ -297,7 +297,8 @@ def test_step_kernels_report_bad_input_and_state(module):
     assert module.gd_step(M, x, nan_x[:2], 0.1, 0.0, True, False)[-1] == (
         np_step.STEP_BAD_INPUT
     )
-    assert module.gd_step(M * 1e308, x, -v * 1e308, 0.5, 0.0, True, False)[-1] == (
+    e0 = np.array([1.0, 0.0, 0.0])  # a step of 1.9 along it overshoots to inf
+    assert module.gd_step(M * 1e308, e0, -v * 1e308, 1.9, 0.0, False, False)[-1] == (
         np_step.STEP_BAD_STATE
     )
     singular = np.zeros((3, 3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import numpy as np
@@ -18,6 +19,7 @@ from ttrlearn._validation import (
     check_keys_values,
     check_queries,
     check_weights,
+    outside_domain,
     to_device,
 )
 from ttrlearn.exceptions import NonFiniteStateError
@@ -241,6 +243,21 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         self.__dict__.update(new)  # every attribute at once, or none
         return True
 
+    def _plain_gates(self):
+        """The constructor's gates (``_gates``) as floats, or None when one is
+        not a plain finite real in its domain: the one-pair path then leaves
+        the call to the general path, whose checks give the error."""
+        out = {}
+        for name, (attr, domain) in self._gates.items():
+            value = getattr(self, attr)
+            if type(value) not in _PLAIN_REALS:
+                return None
+            value = float(value)
+            if not math.isfinite(value) or outside_domain(value, **domain):
+                return None
+            out[name] = value
+        return out
+
     #: methods whose behaviour ``_step`` reproduces (see ``_own_hooks``)
     _step_assumes: tuple = ()
 
@@ -446,21 +463,6 @@ class BaseMemory(RegressorMixin, BaseEstimator):
 
     def _read(self, Q):  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def plain_gate(value, low, high, low_open=True):
-    """``float(value)`` when ``value`` is a plain real number in
-    ``(low, high]`` (``[low, high]`` when not ``low_open``; ``high=None``: no
-    upper bound), else None: the one-row
-    fast path then leaves the call to the general path, whose checks give
-    the error."""
-    if type(value) not in _PLAIN_REALS:
-        return None
-    value = float(value)
-    above = value > low if low_open else value >= low
-    if not (above and (high is None or value <= high)):  # NaN fails too
-        return None
-    return value
 
 
 _PLAIN_REALS = (float, int, np.float64, np.float32)

@@ -20,6 +20,7 @@ __all__ = [
     "check_placement",
     "check_queries",
     "check_weights",
+    "outside_domain",
     "to_device",
 ]
 
@@ -278,6 +279,15 @@ def check_weights(sample_weight, n, X):
     return sw
 
 
+def outside_domain(x, low, high, low_open, high_open=False):
+    """Where finite ``x`` (an array or a float) lies outside the gate domain
+    from ``low`` to ``high`` (``None``: unbounded), open or closed at each end."""
+    bad = x <= low if low_open else x < low
+    if high is not None:
+        bad = bad | (x >= high if high_open else x > high)
+    return bad
+
+
 def check_gate(name, value, n, *, low, high, low_open, high_open=False):
     """Validate a per-sample gate (scalar or shape (n,)) against its domain.
 
@@ -301,17 +311,12 @@ def check_gate(name, value, n, *, low, high, low_open, high_open=False):
             )
     if not np.isfinite(arr).all():
         raise ValueError(f"gate {name!r} contains NaN or infinity")
-    lo_bad = arr <= low if low_open else arr < low
-    hi_bad = (
-        np.zeros(n, bool)
-        if high is None
-        else (arr >= high if high_open else arr > high)
-    )
-    if lo_bad.any() or hi_bad.any():
+    bad_mask = outside_domain(arr, low, high, low_open, high_open)
+    if bad_mask.any():
         lb = "(" if low_open else "["
         hb = ")" if (high is None or high_open) else "]"
         hi_s = "inf" if high is None else f"{high:g}"
-        bad = arr[lo_bad | hi_bad][0]
+        bad = arr[bad_mask][0]
         raise ValueError(
             f"gate {name!r} must lie in {lb}{low:g}, {hi_s}{hb}; got {bad!r}"
         )

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._backends import get_kernels
-from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory, plain_gate
+from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
 from ttrlearn._utils import unit_rows
 from ttrlearn.exceptions import DivergenceWarning
 
@@ -224,21 +224,15 @@ class GatedDeltaMemory(BaseMemory):
     _step_assumes = ("_update", "_keys", "_steps")
 
     def _step(self, x, v):
-        a = plain_gate(self.decay, 0.0, 1.0)
-        rate = plain_gate(self.learning_rate, 0.0, None, low_open=False)
-        if (
-            a is None
-            or rate is None
-            or self.track_segment_map
-            or self.coef_.dtype != x.dtype
-        ):
+        g = self._plain_gates()
+        if g is None or self.track_segment_map or self.coef_.dtype != x.dtype:
             return None
         M, status = get_kernels(self.backend_, "step").gd_step(
             self.coef_,
             x,
             v,
-            rate,
-            math.log(a),
+            g["learning_rate"],
+            math.log(g["decay"]),
             bool(self.normalize_keys),
             self.step == "implicit",
         )

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._backends import array_module, get_kernels
-from ttrlearn._base import DECAY_DOMAIN, BaseMemory, plain_gate
+from ttrlearn._base import DECAY_DOMAIN, BaseMemory
 
 __all__ = ["LinearAttentionMemory"]
 
@@ -203,28 +203,22 @@ class LinearAttentionMemory(BaseMemory):
         self._log_decay_ = self._log_decay_ + float(log_a.sum())
         return O
 
-    def _plain_phi(self, X):
-        """``phi(X)`` for a built-in feature map (None for a callable)."""
-        fm = self.feature_map
-        if fm == "identity":
-            return X
-        f = _FEATURE_MAPS.get(fm) if isinstance(fm, str) else None
-        return None if f is None else f(X).astype(X.dtype, copy=False)
-
     def _poisoned_by_nonfinite(self):
         # M += v phi(k)^T, z += phi(k); elu+1 and relu map -inf to 0
         return self.feature_map == "identity"
 
-    _step_assumes = ("_update", "_phi", "_plain_phi")
+    _step_assumes = ("_update", "_phi")
 
     def _step(self, x, v):
-        a = plain_gate(self.decay, 0.0, 1.0)
-        phi = self._plain_phi(x)
-        if a is None or phi is None or self.memory_.dtype != x.dtype:
+        g = self._plain_gates()
+        fm = self.feature_map
+        if g is None or not (isinstance(fm, str) and fm in _FEATURE_MAPS):
+            return None  # a callable map is validated on the general path
+        if self.memory_.dtype != x.dtype:
             return None
-        log_a = math.log(a)
+        log_a = math.log(g["decay"])
         M, z, status = get_kernels(self.backend_, "step").la_step(
-            self.memory_, self.normalizer_, phi, v, log_a
+            self.memory_, self.normalizer_, self._phi(x[None])[0], v, log_a
         )
         if status:
             return None

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._backends import array_module, get_kernels
-from ttrlearn._base import DECAY_DOMAIN, BaseMemory, plain_gate
+from ttrlearn._base import DECAY_DOMAIN, BaseMemory
 
 __all__ = ["RLSMemory"]
 
@@ -209,10 +209,10 @@ class RLSMemory(BaseMemory):
     _step_assumes = ("_update", "_finish", "_advanced")
 
     def _step(self, x, v):
-        a = plain_gate(self.forgetting_factor, 0.0, 1.0)
-        if a is None or x.shape[0] > STEP_MAX_FEATURES or self.gram_.dtype != x.dtype:
+        g = self._plain_gates()
+        if g is None or x.shape[0] > STEP_MAX_FEATURES or self.gram_.dtype != x.dtype:
             return None
-        log_a, floor = math.log(a), self._floor
+        log_a, floor = math.log(g["decay"]), self._floor
         H, G, coef, status = get_kernels(self.backend_, "step").rls_step(
             self.gram_, self.moment_, x, v, log_a, self._solve_ridge, floor
         )

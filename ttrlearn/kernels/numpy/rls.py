@@ -52,11 +52,20 @@ def _factor(A):
 def rls_solve(H, G, ridge):
     """``coef = G (H + ridge I)^{-1}`` by Cholesky; the minimum-norm solution
     (eigendecomposition pseudo-inverse) where the matrix is singular."""
+    coef = cholesky_solve(H, G, ridge)
+    if coef is not None:
+        return coef
+    return _pinv_solve(H + ridge * np.eye(H.shape[0], dtype=H.dtype), G)
+
+
+def cholesky_solve(H, G, ridge):
+    """``G (H + ridge I)^{-1}`` by Cholesky, or None where the matrix is not
+    numerically positive definite and full rank (see :func:`full_rank`)."""
     A = H + ridge * np.eye(H.shape[0], dtype=H.dtype)
     c = _factor(A)
-    if c is not None and full_rank(np.diag(c), np.diag(A), A.dtype):
-        return cho_solve((c, True), G.T, check_finite=False).T
-    return _pinv_solve(A, G)
+    if c is None or not full_rank(np.diag(c), np.diag(A), A.dtype):
+        return None
+    return cho_solve((c, True), G.T, check_finite=False).T
 
 
 def full_rank(pivots, diag, dtype):

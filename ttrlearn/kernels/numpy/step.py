@@ -3,8 +3,10 @@
 A stream fed one pair per call spends almost all its time in the general
 machinery (validation, per-row gate arrays, chunk planning), not in the
 arithmetic. These kernels absorb a single pair and check finiteness
-themselves, so the estimators can skip that machinery for
-plain one-row host input. Each returns its results and a status code:
+themselves, so the estimators can skip that machinery for plain one-row host
+input. Here they are the family kernels applied to one row, plus the checks
+(the reference for the fused Numba versions). Each returns its results and a
+status code:
 
 * ``STEP_OK`` (0): done;
 * ``STEP_BAD_INPUT`` (1): the input holds NaN or infinity;
@@ -15,9 +17,8 @@ plain one-row host input. Each returns its results and a status code:
   that was edited or loaded inconsistently).
 
 On any non-zero status the estimator discards the results and takes the
-general path, which raises, warns or falls back exactly as for any input. A
-one-row update is the chunked kernels' update with a chunk of one row, so
-the two paths agree to rounding. Pure functions; inputs are never mutated.
+general path, which raises, warns or falls back exactly as for any input.
+Pure functions; inputs are never mutated.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from __future__ import annotations
 import numpy as np
 
 from ttrlearn._utils import unit_rows
-from ttrlearn.kernels.numpy.rls import full_rank
+from ttrlearn.kernels.numpy.gated_delta import gd_update
+from ttrlearn.kernels.numpy.linear_attention import la_update
+from ttrlearn.kernels.numpy.rls import cholesky_solve, rls_update
 
 __all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows"]
 
@@ -41,31 +44,27 @@ def _finite(*arrays):
     return all(all_finite(a) for a in arrays)
 
 
+def _one(x):
+    return np.array([x], dtype=np.float64)
+
+
 def la_step(M, z, phi, v, log_a):
     """One pair of linear attention: ``M <- a M + v phi^T``, ``z <- a z + phi``.
 
     ``M`` (d_v, d_phi), ``z`` (d_phi,), ``phi`` (d_phi,) the feature-mapped
     key, ``v`` (d_v,), ``log_a`` the log-decay. Returns ``(M, z, status)``.
+    The update is :func:`~ttrlearn.kernels.numpy.linear_attention.la_update`
+    on one row.
     """
     if M.shape != (v.shape[0], phi.shape[0]) or z.shape != phi.shape:
         return M, z, STEP_BAD_SHAPE
     if not _finite(phi, v):
         return M, z, STEP_BAD_INPUT
-    a = M.dtype.type(np.exp(log_a))
     with np.errstate(over="ignore", invalid="ignore"):
-        M_new = a * M + np.outer(v, phi)
-        z_new = a * z + phi
+        M_new, z_new = la_update(M, z, phi[None], v[None], np.ones(1), _one(log_a))
     if not _finite(M_new, z_new):
         return M, z, STEP_BAD_STATE
     return M_new, z_new, STEP_OK
-
-
-def _unit(x):
-    """``x / ||x||`` computed as :func:`ttrlearn._utils.unit_rows` does."""
-    big = np.abs(x).max()
-    y = x / big if big > 0 else x
-    nrm = np.sqrt(y @ y)
-    return y / nrm if nrm > 0 else y
 
 
 def gd_step(M, x, v, rate, log_a, normalize, implicit):
@@ -74,25 +73,24 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
 
     ``x`` (d_k,) the raw key (scaled to unit length when ``normalize``),
     ``rate`` the learning rate, ``b = rate`` (explicit step, status
-    ``STEP_UNSTABLE`` when ``rate ||k||^2 >= 2``) or
-    ``rate / (1 + rate ||k||^2)`` (implicit step). Returns ``(M, status)``.
+    ``STEP_UNSTABLE`` when ``rate ||k||^2`` nears 2) or
+    ``rate / (1 + rate ||k||^2)`` (implicit step). Returns ``(M, status)``;
+    the update is :func:`~ttrlearn.kernels.numpy.gated_delta.gd_update` on
+    one row.
     """
     if M.shape != (v.shape[0], x.shape[0]):
         return M, STEP_BAD_SHAPE
     if not _finite(x, v):
         return M, STEP_BAD_INPUT
-    k = _unit(x) if normalize else x
-    k2 = float(k @ k)
+    k = unit_rows(x[None]) if normalize else x[None]
+    k2 = float(k[0] @ k[0])
     b = rate
     if implicit:
         b = b / (1.0 + b * k2)
     elif b * k2 >= UNSTABLE_BELOW:
         return M, STEP_UNSTABLE
-    dt = M.dtype.type
-    a, bt = dt(np.exp(log_a)), dt(b)
     with np.errstate(over="ignore", invalid="ignore"):
-        e = bt * (v - a * (M @ k))
-        M_new = a * M + np.outer(e, k)
+        M_new = gd_update(M, k, v[None], _one(b), _one(log_a), 1)
     if not _finite(M_new):
         return M, STEP_BAD_STATE
     return M_new, STEP_OK
@@ -102,39 +100,28 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
     """One pair of RLS in information form, and the new estimate.
 
     ``H <- a H + x x^T + f (1 - a) I`` (``f`` the eigenvalue floor ``floor``),
-    ``G <- a G + v x^T``, ``coef = G (H + ridge I)^{-1}`` by Cholesky, all in
-    float64, stored in ``H``'s dtype. Returns ``(H, G, coef, status)``;
-    ``STEP_BAD_STATE`` also when ``H + ridge I`` is not positive definite (the
-    general path then takes the minimum-norm solution).
+    ``G <- a G + v x^T`` (:func:`~ttrlearn.kernels.numpy.rls.rls_update` on
+    one row), ``coef = G (H + ridge I)^{-1}``
+    (:func:`~ttrlearn.kernels.numpy.rls.cholesky_solve`). Returns
+    ``(H, G, coef, status)``; ``STEP_BAD_STATE`` also when ``H + ridge I`` is
+    not numerically full rank (the general path then takes the minimum-norm
+    solution).
     """
     d = x.shape[0]
     if H.shape != (d, d) or G.shape != (v.shape[0], d):
         return H, G, G, STEP_BAD_SHAPE
     if not _finite(x, v):
         return H, G, G, STEP_BAD_INPUT
-    f8, dt = np.float64, H.dtype
-    a = float(np.exp(log_a))
-    xd = x.astype(f8)
     with np.errstate(over="ignore", invalid="ignore"):
-        Hn = a * H.astype(f8) + np.outer(xd, xd)
+        Hn, Gn = rls_update(H, G, x[None], v[None], np.ones(1), _one(log_a))
         if floor and log_a:
-            Hn[np.diag_indices_from(Hn)] -= floor * np.expm1(log_a)
-        Gn = a * G.astype(f8) + np.outer(v.astype(f8), xd)
-    Hn, Gn = Hn.astype(dt), Gn.astype(dt)
+            Hn = Hn + Hn.dtype.type(-floor * np.expm1(log_a)) * np.eye(d, dtype=H.dtype)
     if not _finite(Hn, Gn):
         return H, G, G, STEP_BAD_STATE
-    A = Hn.astype(f8) + ridge * np.eye(H.shape[0])
-    try:
-        L = np.linalg.cholesky(A)
-    except np.linalg.LinAlgError:
+    coef = cholesky_solve(Hn, Gn, ridge)
+    if coef is None or not _finite(coef):
         return H, G, G, STEP_BAD_STATE
-    if not full_rank(np.diag(L), np.diag(A), f8):  # the min-norm solution
-        return H, G, G, STEP_BAD_STATE
-    coef = np.linalg.solve(L.T, np.linalg.solve(L, Gn.astype(f8).T)).T
-    coef = coef.astype(dt)
-    if not _finite(coef):
-        return H, G, G, STEP_BAD_STATE
-    return Hn, Gn, coef, STEP_OK
+    return Hn, Gn, coef.astype(H.dtype, copy=False), STEP_OK
 
 
 def all_finite(a):
