@@ -4,9 +4,9 @@ Same functions, signatures and semantics as :mod:`ttrlearn.kernels.numpy.step`.
 Each is one compiled call that checks its input, updates a fresh copy of the
 state, checks the result and (RLS) refactors the system, so a one-row
 ``partial_fit`` costs one dispatch instead of the general path's dozens of
-small NumPy calls. RLS factors ``H + ridge I`` by an unblocked Cholesky in
-float64, O(d^3 / 3) per pair: the estimators use this path only up to
-``STEP_MAX_FEATURES`` keys, above which LAPACK on the general path is faster.
+small NumPy calls. RLS refactors ``H + ridge I`` per pair with the general
+path's compiled solve (O(d^3 / 3)): the estimators use this path only up to
+``STEP_MAX_FEATURES`` keys.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit
 
 from ttrlearn.kernels.numba._config import CACHE, FASTMATH_GD, FASTMATH_RLS
+from ttrlearn.kernels.numba.rls import _solve
 from ttrlearn.kernels.numpy.step import (
     STEP_BAD_INPUT,
     STEP_BAD_SHAPE,
@@ -139,76 +140,26 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
     if not (_finite1(x) and _finite1(v)):
         return H, G, G, STEP_BAD_INPUT
     d = H.shape[0]
-    d_v = G.shape[0]
     a = np.exp(log_a)
     add = -floor * np.expm1(log_a) if (floor != 0.0 and log_a != 0.0) else 0.0
     Hn = np.empty_like(H)
     Gn = np.empty_like(G)
-    A = np.empty((d, d))
-    ok = True
     for i in range(d):
         xi = np.float64(x[i])
         for j in range(d):
-            h = a * np.float64(H[i, j]) + xi * np.float64(x[j])
-            if i == j:
-                h += add
-            Hn[i, j] = h
-            A[i, j] = np.float64(Hn[i, j])
-            ok &= np.isfinite(A[i, j])
-        A[i, i] += ridge
-    C = np.empty((d, d_v))  # G^T, then solved in place
-    for r in range(d_v):
+            Hn[i, j] = a * np.float64(H[i, j]) + xi * np.float64(x[j])
+        Hn[i, i] += add
+    for r in range(G.shape[0]):
         vr = np.float64(v[r])
         for j in range(d):
-            g = a * np.float64(G[r, j]) + vr * np.float64(x[j])
-            Gn[r, j] = g
-            C[j, r] = np.float64(Gn[r, j])
-            ok &= np.isfinite(C[j, r])
-    if not ok:
+            Gn[r, j] = a * np.float64(G[r, j]) + vr * np.float64(x[j])
+    if not (_finite1(Hn.ravel()) and _finite1(Gn.ravel())):
         return H, G, G, STEP_BAD_STATE
-    # lower Cholesky factor of A, in place (lower triangle), right-looking so
-    # the inner loops run over independent entries; a pivot at rounding level
-    # (rank-deficient system) declines, for the minimum-norm solution
-    big = 0.0
-    for j in range(d):
-        big = max(big, A[j, j])
-    floor = d * np.finfo(np.float64).eps * big
-    for j in range(d):
-        s = A[j, j]
-        if not s > floor:  # also catches NaN
-            return H, G, G, STEP_BAD_STATE
-        ljj = np.sqrt(s)
-        A[j, j] = ljj
-        for i in range(j + 1, d):
-            A[i, j] /= ljj
-        for i in range(j + 1, d):
-            lij = A[i, j]
-            for p in range(j + 1, i + 1):
-                A[i, p] -= lij * A[p, j]
-    # C <- L^{-T} L^{-1} C, a row of C (all outputs) at a time
-    for i in range(d):
-        for p in range(i):
-            lip = A[i, p]
-            for r in range(d_v):
-                C[i, r] -= lip * C[p, r]
-        for r in range(d_v):
-            C[i, r] /= A[i, i]
-    for i in range(d - 1, -1, -1):
-        for p in range(i + 1, d):
-            lpi = A[p, i]
-            for r in range(d_v):
-                C[i, r] -= lpi * C[p, r]
-        for r in range(d_v):
-            C[i, r] /= A[i, i]
-    coef = np.empty_like(G)
-    for r in range(d_v):
-        for j in range(d):
-            c = C[j, r]
-            coef[r, j] = c
-            ok &= np.isfinite(coef[r, j])
-    if not ok:
+    # the general path's solve (Cholesky, rank check, substitution), float64
+    coef, ok = _solve(Hn.astype(np.float64), Gn.astype(np.float64), ridge)
+    if not (ok and _finite1(coef.ravel())):  # rank-deficient: min-norm, general
         return H, G, G, STEP_BAD_STATE
-    return Hn, Gn, coef, STEP_OK
+    return Hn, Gn, coef.astype(G.dtype), STEP_OK
 
 
 @njit(cache=CACHE)
