@@ -61,6 +61,8 @@ def test_wheel_contains_cu_sources(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for cu in sorted((ROOT / "gpu").glob("*.cu*")):
         assert f"ttrlearn/gpu/{cu.name}" in names, cu.name
-    for py in ("__init__.py", "_loader.py", "gated_delta.py", "kernel_regression.py"):
-        assert f"ttrlearn/gpu/{py}" in names
+    for py in sorted((ROOT / "gpu").glob("*.py")):  # every launcher module
+        assert f"ttrlearn/gpu/{py.name}" in names, py.name
+    for py in sorted((ROOT / "ttrlearn" / "kernels").glob("*/*.py")):
+        assert py.relative_to(ROOT).as_posix() in names, py.name
     assert not any("shim" in n or n.startswith("tests/") for n in names)
