@@ -5,6 +5,12 @@ Timing protocol: ttrlearn and its peer are timed alternately, ``repeat``
 rounds each, after a warm-up call (so compilation and first-touch are not
 timed); the ratio uses the best round of each (the least disturbed by other
 processes on a shared machine) and the median ratio is printed alongside.
+
+Every timed call starts after a pause of ``SETTLE_S`` seconds: OpenBLAS's
+worker threads keep spinning for ~0.1 s after a call returns, so without it
+each side runs against the other's spinning BLAS threads (measured: the RLS
+update took 32-39 ms right after numpy's two-thread GEMMs, 20 ms after a
+0.3 s pause, 19.5 ms back to back with itself).
 """
 
 from __future__ import annotations
@@ -74,11 +80,16 @@ def gemm_peak(dtype, n=1536, repeat=7, threads=None):
     B = rng.normal(size=(n, n)).astype(dtype)
     with threadpool_limits(threads):
         A @ B
-        best = min(_once(lambda: A @ B) for _ in range(repeat))
+        best = min(_once(lambda: A @ B, settle=0) for _ in range(repeat))
     return 2.0 * n**3 / best
 
 
-def _once(f):
+#: pause before each timed call (see the module docstring)
+SETTLE_S = 0.25
+
+
+def _once(f, settle=SETTLE_S):
+    time.sleep(settle)
     t = time.perf_counter()
     f()
     return time.perf_counter() - t

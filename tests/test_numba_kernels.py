@@ -294,9 +294,13 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
     """The kernels that split work over ``TTRLEARN_NUM_THREADS`` workers (the
     default on a multi-core machine; the suite itself runs with one) give
     one worker's results up to rounding: gated delta by value columns,
-    kernel regression by query blocks, RLS causal outputs by segments."""
+    kernel regression by query blocks, RLS causal outputs by segments, the
+    RLS and linear-attention updates by runs of rows."""
+    from ttrlearn.kernels.numba import _config
+
     rng = np.random.default_rng(3)
-    n, d_k, d_v = 4096 + 37, 40, 16 * workers + 5  # d_k d_v > GD_FUSED_MAX_STATE
+    n, d_k, d_v = 2048 * workers + 37, 40, 16 * workers + 5  # d_k d_v > fused max
+    n_up = 2048 * workers + 517  # the updates split when every part gets a block
     K = 0.8 * rng.normal(size=(n, d_k)) / np.sqrt(d_k)
     V = rng.normal(size=(n, d_v))
     Q = rng.normal(size=(n, d_k))
@@ -305,34 +309,53 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
     w = rng.uniform(0.5, 1.5, n)
     H, G = np.eye(d_k), np.zeros((d_v, d_k))
     kr_args = (K[:1500], V[:1500], np.zeros(1500), Q[:700], "softmax", 1.0, 0, 0.0)
+    up = (K[:n_up], V[:n_up], w[:n_up], log_a[:n_up])
+    K32, V32 = K[:n_up].astype(np.float32), V[:n_up].astype(np.float32)
+    M32, z32 = np.ones((d_v, d_k), np.float32), np.ones(d_k, np.float32)
+    monkeypatch.setattr(nb_rls, "_SPLIT_WORK", 0)
+    monkeypatch.setattr(nb_la, "_SPLIT_WORK", 0)
 
     def run():
-        return (
-            nb_gd.gd_update_read(np.zeros((d_v, d_k)), K, V, Q, b, log_a, True, 32),
-            nb_rls.rls_update_read(H, G, 0.0, True, K, V, Q, w, log_a, False, 64),
-            nb_kr.kr_read(*kr_args),
-        )
+        return {
+            "gd": nb_gd.gd_update_read(0 * G, K, V, Q, b, log_a, True, 32),
+            "rls_read": nb_rls.rls_update_read(
+                H, G, 0.0, True, K, V, Q, w, log_a, False, 64
+            ),
+            "kr": (nb_kr.kr_read(*kr_args),),
+            "rls": nb_rls.rls_update(H, G, *up),
+            "la": nb_la.la_update(np.ones((d_v, d_k)), np.ones(d_k), *up),
+            "la32": nb_la.la_update(M32, z32, K32, V32, *up[2:]),
+        }
 
-    for module in (nb_gd, nb_rls, nb_kr):
-        monkeypatch.setattr(module, "WORKERS", 1)
-    (gd1, rls1, kr1) = run()
+    monkeypatch.setattr(_config, "WORKERS", 1)
+    one = run()
     submitted = []
-    pool = nb_gd.thread_pool()
+    pool = _config.thread_pool()
 
     class Spy:
         def submit(self, *a):
             submitted.append(a[0])
             return pool.submit(*a)
 
-    for module in (nb_gd, nb_rls, nb_kr):
-        monkeypatch.setattr(module, "WORKERS", workers)
-        monkeypatch.setattr(module, "thread_pool", Spy)
-    (gdw, rlsw, krw) = run()
-    assert len(submitted) >= 3 * 2  # every kernel really split its work
-    for a, b_ in [*zip(gdw, gd1), (krw, kr1)]:  # GEMMs of other widths: rounding
-        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
-    for a, b_ in zip(rlsw, rls1):
-        np.testing.assert_allclose(a, b_, rtol=1e-9, atol=1e-11)
+    monkeypatch.setattr(_config, "WORKERS", workers)
+    monkeypatch.setattr(_config, "thread_pool", Spy)
+    many = run()
+    # part 0 runs on the calling thread: every kernel submitted workers - 1
+    # parts (or more: the RLS causal outputs also split their entry updates)
+    kinds = [f.__qualname__.split(".")[0] for f in submitted]
+    for kind in (
+        "_run",
+        "rls_update_read",
+        "_fast_nw",
+        "rls_update",
+        "_weighted_update",
+    ):
+        assert kinds.count(kind) >= workers - 1, kind
+    for name in one:
+        tol = {"rls_read": 1e-9, "la32": 1e-5}.get(name, 1e-12)
+        for a, b_ in zip(many[name], one[name]):
+            assert a.dtype == b_.dtype
+            np.testing.assert_allclose(a, b_, rtol=tol, atol=tol * 0.1, err_msg=name)
 
 
 def _fork_job(_):
@@ -351,9 +374,8 @@ def test_forked_child_can_use_the_worker_pool(monkeypatch):
     import multiprocessing as mp
 
     from ttrlearn.kernels.numba import _config
-    from ttrlearn.kernels.numba import gated_delta as gd
 
-    monkeypatch.setattr(gd, "WORKERS", 2)
+    monkeypatch.setattr(_config, "WORKERS", 2)
     want = _fork_job(0)  # the parent's pool now exists, with its threads
     assert _config._POOL is not None
     with mp.get_context("fork").Pool(1) as pool:

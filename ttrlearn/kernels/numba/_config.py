@@ -20,10 +20,11 @@ __all__ = [
     "FASTMATH_LA",
     "FASTMATH_RLS",
     "GD_FUSED_MAX_STATE",
-    "LA_BLOCK_ROWS",
     "SMALL_BLAS_FLOPS",
     "WORKERS",
+    "run_parts",
     "single_thread_blas",
+    "split_parts",
     "thread_pool",
 ]
 
@@ -40,9 +41,6 @@ FASTMATH_GD = False
 #: ``d_k * d_v`` is at most this (small states: no GEMM pays for its call),
 #: and the chunked WY/UT form above it.
 GD_FUSED_MAX_STATE = 32 * 32
-
-#: Rows per block in the linear-attention update (weights applied in cache).
-LA_BLOCK_ROWS = 4096
 
 #: Products below this many flops run on one BLAS thread (a 2-thread BLAS
 #: loses several times on small products when the other core is busy).
@@ -158,6 +156,38 @@ def thread_pool():
 
                 _POOL = ThreadPoolExecutor(WORKERS, thread_name_prefix="ttrlearn")
     return _POOL
+
+
+def _in_worker():
+    """True on a thread of the worker pool (a part must not wait on the pool
+    it runs on: with every worker waiting, nothing would run)."""
+    return threading.current_thread().name.startswith("ttrlearn_")
+
+
+def split_parts(n, work=0, min_work=0, min_rows=1):
+    """How many parts to cut ``n`` independent units (rows, columns, blocks)
+    into: one per worker, as long as each part gets ``min_rows`` units and
+    the whole job is at least ``min_work``; 1 on one worker or when already
+    on a worker thread."""
+    if WORKERS == 1 or work < min_work or _in_worker():
+        return 1
+    return max(1, min(WORKERS, n // min_rows))
+
+
+def run_parts(fn, parts):
+    """``[fn(0), ..., fn(parts - 1)]``: part 0 on the calling thread, the rest
+    on the pool. Every part has finished when this returns or raises."""
+    if parts == 1:
+        return [fn(0)]
+    futures = [thread_pool().submit(fn, k) for k in range(1, parts)]
+    try:
+        first = fn(0)
+    finally:
+        done = [f.exception() for f in futures]  # wait for every part
+    for err in done:
+        if err is not None:
+            raise err
+    return [first] + [f.result() for f in futures]
 
 
 def _after_fork_in_child():

@@ -25,16 +25,16 @@ from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_GD,
     GD_FUSED_MAX_STATE,
-    WORKERS,
+    run_parts,
     single_thread_blas,
-    thread_pool,
+    split_parts,
 )
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
 __all__ = ["gd_read", "gd_update", "gd_update_read"]
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, nogil=True)
 def _bounds(log_a, chunk_size, budget):
     """Chunk boundaries, identical to ``_chunks.chunk_bounds``: (n_chunks + 1,)
     start offsets."""
@@ -63,7 +63,7 @@ def _bounds(log_a, chunk_size, budget):
 LANES = 16  # partial sums per dot product: vectorisable without fastmath
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_GD, inline="always")
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD, inline="always")
 def _dot(x, y, part):
     """``x . y`` with LANES interleaved partial sums (a fixed, deterministic
     summation order that the compiler can vectorise without reassociation)."""
@@ -87,7 +87,7 @@ def _dot(x, y, part):
     return part[0] + tot
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_GD)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
 def _fused(M, K, V, Q, b, log_a, after, has_q):
     """Per-token recurrence on ``M`` (d_v, d_k), one pass over M per pair."""
     n, d_k = K.shape
@@ -228,7 +228,7 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
     bounds = _bounds(log_a, int(chunk_size), LOG_DECAY_BUDGET)
     O = np.empty((n if has_q else 0, d_v), dtype=M.dtype)
     # value columns are independent: one block per core for long inputs
-    parts = WORKERS if (n >= 4096 and d_v >= 16 * WORKERS) else 1
+    parts = split_parts(d_v, min_rows=16) if n >= 4096 else 1
     cuts = [d_v * k // parts for k in range(parts + 1)]
 
     def block(k):
@@ -239,10 +239,8 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
         )  # fmt: skip
 
     with single_thread_blas(n > 256):
-        if parts == 1:
-            return O, block(0)
-        futures = [thread_pool().submit(block, k) for k in range(parts)]
-        return O, np.concatenate([f.result() for f in futures], axis=0)
+        states = run_parts(block, parts)
+    return O, states[0] if parts == 1 else np.concatenate(states, axis=0)
 
 
 def gd_read(M, Q):

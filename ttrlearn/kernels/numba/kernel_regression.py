@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ttrlearn.kernels.numba._config import WORKERS, single_thread_blas, thread_pool
+from ttrlearn.kernels.numba._config import (
+    run_parts,
+    single_thread_blas,
+    split_parts,
+)
 from ttrlearn.kernels.numpy import kernel_regression as _np_kr
 
 __all__ = ["kr_read"]
@@ -100,20 +104,17 @@ def _fast_nw(K, V, lw, Q, kernel, h):
         bias = (bias - bias.max()).astype(dt)
     blocks = [(s, min(s + _BLOCK_Q, m)) for s in range(0, m, _BLOCK_Q)]
     work = K.shape[0] * m * (K.shape[1] + d_v)
-    with single_thread_blas(True):
-        if WORKERS > 1 and len(blocks) > 1 and work > 4_000_000:
-            step = -(-len(blocks) // WORKERS)
-            parts = [blocks[i : i + step] for i in range(0, len(blocks), step)]
+    # query blocks are independent: consecutive runs of them, one per worker
+    step = -(-len(blocks) // split_parts(len(blocks), work, 4_000_000))
+    parts = [blocks[i : i + step] for i in range(0, len(blocks), max(step, 1))]
 
-            def job(part):
-                for s, e in part:
-                    _rows(Qs[s:e], K, V, bias, _BLOCK_K, out[s:e])
+    def job(k):
+        for s, e in parts[k]:
+            _rows(Qs[s:e], K, V, bias, _BLOCK_K, out[s:e])
 
-            for f in [thread_pool().submit(job, p) for p in parts]:
-                f.result()
-        else:
-            for s, e in blocks:
-                _rows(Qs[s:e], K, V, bias, _BLOCK_K, out[s:e])
+    if parts:
+        with single_thread_blas(True):
+            run_parts(job, len(parts))
     return out
 
 

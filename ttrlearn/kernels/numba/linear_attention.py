@@ -4,10 +4,15 @@ Same functions, signatures and semantics as
 :mod:`ttrlearn.kernels.numpy.linear_attention`.
 
 * :func:`la_update` is one GEMM ``V^T diag(c) Phi`` plus the normaliser
-  ``c^T Phi`` (a GEMV). The weights ``c_i = w_i exp(L - L_i)`` are applied to
-  a block of rows while it is in cache, right before that block's GEMM, and
-  the normaliser's GEMV reads the same cached block; with unit weights and no
-  decay nothing is copied and the whole input is one GEMM.
+  ``c^T Phi`` (a GEMV), block by block: the weights ``c_i = w_i exp(L - L_i)``
+  are applied to a block of rows while it is in cache, right before that
+  block's GEMM, and the normaliser's GEMV reads the same cached block (with
+  unit weights and no decay nothing is copied). Long inputs are cut into one
+  run of rows per worker thread, summed at the end. There is nothing to
+  compile here: it is NumPy block by block, because NumPy's own BLAS ran
+  these GEMMs ~15% faster than the SciPy BLAS that compiled code reaches
+  (float32, d = 64: 7.8 vs 9.0 ms per 65,536 rows on one thread), and
+  NumPy's calls release the GIL as compiled ``nogil`` code does.
 * :func:`la_update_read` runs the chunked causal form (one masked ``(C, C)``
   product per chunk, decay ratios ``g_t / g_i`` from one ``exp`` per row)
   compiled end to end.
@@ -22,68 +27,87 @@ from numba import njit
 from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_LA,
-    LA_BLOCK_ROWS,
+    run_parts,
     single_thread_blas,
+    split_parts,
 )
 from ttrlearn.kernels.numba.gated_delta import _bounds
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
 __all__ = ["la_update", "la_update_read"]
 
+#: ``la_update`` splits its rows over the workers above this many
+#: multiply-adds (``n d_phi d_v``)
+_SPLIT_WORK = 4_000_000
+#: bytes of a block of rows of the wider operand (blocks stay in L2)
+_BLOCK_BYTES = 1 << 19
 
-@njit(cache=CACHE, fastmath=FASTMATH_LA)
-def _update(M, z, Phi, V, c, plain, scale, block):
-    n, d = Phi.shape
-    d_v = V.shape[1]
-    dt = M.dtype.type
-    Mn = M * scale
-    z64 = np.zeros(d)
-    Vc = np.empty((min(block, n), d_v), dtype=M.dtype)
-    ones = np.ones(min(block, n), dtype=M.dtype)
-    if plain:  # nothing to apply per row: the whole input is one GEMM
-        Mn += np.dot(V.T, Phi)
-    for s in range(0, n, block):
-        e = min(s + block, n)
-        if plain:  # z by block GEMVs, summed in float64 across blocks
-            zb = np.dot(ones[: e - s], Phi[s:e])
+
+def _moments(Phi, V, w, log_a, a, b, tail, plain, block):
+    """Rows ``[a, b)``: ``sum_i c_i v_i phi_i^T`` and ``sum_i c_i phi_i`` (the
+    latter summed in float64 across blocks), ``c_i = w_i exp(L - L_i)`` with
+    ``L`` the log-decay at the end of the call (``tail``: the log-decays of
+    the rows after ``b``); ``c_i = 1`` when ``plain``. Block by block, so the
+    weighted copy, the block's GEMM and the normaliser's GEMV all read rows
+    that are in cache."""
+    dt = Phi.dtype
+    Mp = np.zeros((V.shape[1], Phi.shape[1]), dtype=dt)
+    zp = np.zeros(Phi.shape[1])
+    if plain:
+        ones = np.ones(min(block, b - a), dtype=dt)
+    else:
+        L = np.cumsum(log_a[a:b])
+        c = (w[a:b] * np.exp((L[-1] + tail) - L)).astype(dt)
+    for s in range(a, b, block):
+        e = min(s + block, b)
+        P = Phi[s:e]
+        if plain:
+            Mp += V[s:e].T @ P
+            zp += ones[: e - s] @ P
         else:
-            for i in range(s, e):
-                ci = c[i]
-                for j in range(d_v):
-                    Vc[i - s, j] = ci * V[i, j]
-            Mn += np.dot(Vc[: e - s].T, Phi[s:e])
-            zb = np.dot(c[s:e], Phi[s:e])
-        for j in range(d):
-            z64[j] += zb[j]
-    zn = z * scale
-    for j in range(d):
-        zn[j] += dt(z64[j])
-    return Mn, zn
+            cb = c[s - a : e - a]
+            Mp += (V[s:e] * cb[:, None]).T @ P
+            zp += cb @ P
+    return Mp, zp
 
 
 def la_update(M, z, Phi, V, w, log_a):
     """Absorb rows: ``M <- exp(L) M + sum_i w_i exp(L - L_i) v_i phi_i^T``.
 
     ``Phi`` (n, d_phi), ``V`` (n, d_v), ``w`` (n,) float64 write weights,
-    ``log_a`` (n,) float64 log-decays. Returns new ``(M, z)``. The write
-    weights come from one vectorised ``exp`` (NumPy's SIMD one) before the
-    compiled pass.
+    ``log_a`` (n,) float64 log-decays. Returns new ``(M, z)``.
     """
-    return _weighted_update(M, z, Phi, V, w, log_a, LA_BLOCK_ROWS)
+    itemsize = M.dtype.itemsize * max(Phi.shape[1], V.shape[1], 1)
+    return _weighted_update(M, z, Phi, V, w, log_a, max(256, _BLOCK_BYTES // itemsize))
 
 
 def _weighted_update(M, z, Phi, V, w, log_a, block):
-    if Phi.shape[0] == 0:
+    n = Phi.shape[0]
+    if n == 0:
         return M.copy(), z.copy()
-    L = np.cumsum(log_a)
-    total = L[-1]
     plain = not (log_a.any() or (w != 1.0).any())
     dt = M.dtype
-    c = np.ones(0, dtype=dt) if plain else (w * np.exp(total - L)).astype(dt)
-    return _update(M, z, Phi, V, c, plain, dt.type(np.exp(total)), block)
+    # a sum over rows: one run of rows per worker, each on one BLAS thread
+    work = n * Phi.shape[1] * V.shape[1]
+    parts = split_parts(n, work, _SPLIT_WORK, min_rows=block)
+    cuts = [n * k // parts for k in range(parts + 1)]
+    tails = [0.0 if plain else float(log_a[cuts[k + 1] :].sum()) for k in range(parts)]
+
+    def part(k):
+        return _moments(Phi, V, w, log_a, cuts[k], cuts[k + 1], tails[k], plain, block)
+
+    with single_thread_blas(work > 100_000):
+        moments = run_parts(part, parts)
+    scale = dt.type(np.exp(log_a.sum()))
+    Mn = M * scale
+    z64 = np.zeros(Phi.shape[1])
+    for Mp, zp in moments:
+        Mn += Mp
+        z64 += zp
+    return Mn, (z * scale + z64.astype(dt)).astype(dt, copy=False)
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_LA)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_LA)
 def _update_read(M, z, Phi, V, PhiQ, w, log_a, after, normalize, bounds):
     n = Phi.shape[0]
     d_v, d = M.shape

@@ -15,6 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ttrlearn.kernels.numba._config import CACHE
 from ttrlearn.kernels.numpy import miras as _np
 
 __all__ = ["miras_update_read"]
@@ -41,7 +42,7 @@ _RET = {
 _OPT = {"gd": 0, "momentum": 1, "implicit": 2}
 
 
-@njit(cache=True)
+@njit(cache=CACHE, nogil=True)
 def _sgn(x, smooth, a):
     if smooth:
         return math.tanh(a * x)
@@ -52,7 +53,7 @@ def _sgn(x, smooth, a):
     return 0.0
 
 
-@njit(cache=True)
+@njit(cache=CACHE, nogil=True)
 def _psi(r, v, e, loss, p, delta, shift, smooth, sa, seps):
     dv = r.shape[0]
     nr2 = 0.0
@@ -84,7 +85,7 @@ def _psi(r, v, e, loss, p, delta, shift, smooth, sa, seps):
             e[i] = x + (shift * x / nrs if nrs > 0 else 0.0)
 
 
-@njit(cache=True)
+@njit(cache=CACHE, nogil=True)
 def _prox(r0, v, c, out, loss, p, delta, shift):
     dv = r0.shape[0]
     n0 = 0.0
@@ -125,7 +126,7 @@ def _prox(r0, v, c, out, loss, p, delta, shift):
                 out[i] = x
 
 
-@njit(cache=True)
+@njit(cache=CACHE, nogil=True)
 def _soft(z, g, smooth):
     if smooth:
         if g == 0:
@@ -134,7 +135,7 @@ def _soft(z, g, smooth):
     return math.copysign(max(abs(z) - g, 0.0), z)
 
 
-@njit(cache=True)
+@njit(cache=CACHE, nogil=True)
 def _loop(
     W0, S0, A0, anchor0, phase, K, V, Q, has_q, eta, alpha, after,
     loss, p, delta, shift, smooth, sa, seps,

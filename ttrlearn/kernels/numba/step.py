@@ -28,7 +28,7 @@ from ttrlearn.kernels.numpy.step import (
 __all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows"]
 
 
-@njit(cache=CACHE, inline="always")
+@njit(cache=CACHE, nogil=True, inline="always")
 def _finite1(x):
     for i in range(x.shape[0]):
         if not np.isfinite(x[i]):
@@ -36,7 +36,7 @@ def _finite1(x):
     return True
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, nogil=True)
 def la_step(M, z, phi, v, log_a):
     """One pair of linear attention; see the NumPy kernel."""
     if M.shape[0] != v.shape[0] or M.shape[1] != phi.shape[0] or z.shape != phi.shape:
@@ -62,7 +62,7 @@ def la_step(M, z, phi, v, log_a):
     return Mn, zn, STEP_OK
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_GD)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
 def _unit(x, k):
     """``k = x / ||x||`` as :func:`ttrlearn._utils.unit_rows` computes it."""
     big = 0.0
@@ -79,7 +79,7 @@ def _unit(x, k):
             k[j] = k[j] / nrm
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_GD)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
 def unit_rows(X):
     """Rows scaled to unit length as :func:`ttrlearn._utils.unit_rows`
     computes them (largest entry first, so no overflow), in one pass."""
@@ -89,7 +89,7 @@ def unit_rows(X):
     return out
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_GD)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
 def gd_step(M, x, v, rate, log_a, normalize, implicit):
     """One pair of the gated delta rule; see the NumPy kernel."""
     if M.shape[0] != v.shape[0] or M.shape[1] != x.shape[0]:
@@ -129,7 +129,7 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
     return Mn, STEP_OK
 
 
-@njit(cache=CACHE, fastmath=FASTMATH_RLS)
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
 def rls_step(H, G, x, v, log_a, ridge, floor):
     """One pair of RLS and the new estimate; see the NumPy kernel."""
     n = x.shape[0]
@@ -162,7 +162,7 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
     return Hn, Gn, coef.astype(G.dtype), STEP_OK
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, nogil=True)
 def all_finite(a):
     """True when every entry of ``a`` is finite (0.5 us where NumPy's
     ``isfinite(a).all()`` takes 2-3 us on a row)."""
