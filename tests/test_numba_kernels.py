@@ -263,6 +263,40 @@ def test_kernel_regression_matches_numpy(p, kernel, n_q):
     close(o1, o0, dt)
 
 
+@settings(max_examples=40)
+@given(
+    p=problems(max_n=400, max_d=17, tiny=False),
+    kernel=st.sampled_from(["softmax", "gaussian"]),
+    growth=st.sampled_from([0.0, 0.02, 0.3]),
+    renorm=st.sampled_from([2.0**20, 2.0]),
+    n_dead=st.integers(0, 60),
+    block=st.sampled_from([1, 7, 64]),
+)
+def test_kernel_regression_running_shift(p, kernel, growth, renorm, n_dead, block):
+    """The blocked softmax folds a running shift into the logits GEMM; every
+    way that shift can be wrong for a block is exercised against the NumPy
+    kernel: logits that keep rising along the keys (redone with the exact
+    maximum), keys of zero weight at the start (no shift yet), running sums
+    folded into the shift (``renorm``), one-key blocks."""
+    K, V, dt = p["K"], p["V"], p["dt"]
+    n = K.shape[0]
+    K = (K * np.exp(growth * np.arange(n) / 8)[:, None]).astype(dt)
+    Q = p["rng"].normal(size=(37, K.shape[1])).astype(dt)
+    lw = np.log(np.maximum(p["w"], 1e-300)) * (p["w"] > 0)
+    lw[p["w"] == 0] = -np.inf
+    lw[:n_dead] = -np.inf
+    h = 3.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        o0 = np_kr.kr_read(K, V, lw, Q, kernel, h, 0, 0.0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nb_kr, "_BLOCK_K", block)
+        mp.setattr(nb_kr, "_RENORM", renorm)
+        o1 = nb_kr.kr_read(K, V, lw, Q, kernel, h, 0, 0.0)
+    if not np.isfinite(o0).all():  # the float32 oracle overflowed: skip
+        return
+    close(o1, o0, dt)
+
+
 def test_kernel_regression_no_weight_recalls_zero():
     rng = np.random.default_rng(0)
     K, V, Q = (

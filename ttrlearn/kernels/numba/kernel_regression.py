@@ -6,11 +6,12 @@ Nadaraya-Watson estimate (``order=0``) with the softmax or Gaussian kernel
 and no position mask (``predict``), runs flash-attention style in the
 storage dtype:
 
-* per (query block, key block): one GEMM for the logits, the running-max
-  shift and ``exp`` in place (NumPy's SIMD ``exp``), one GEMM of the
-  probabilities against ``V`` for the numerator and a row sum for the
-  normaliser (a GEMM against ``[V, 1]`` would do both, but its odd width
-  measured ~15% slower at d_v = 64);
+* per (query block, key block): one GEMM for the logits with each row's
+  running shift folded in (``[Q, -shift] [K, 1]^T``, see :func:`_rows`),
+  ``exp`` in place (NumPy's SIMD ``exp``), one GEMM of the probabilities
+  against ``V`` for the numerator and a GEMV for the normaliser (a GEMM
+  against ``[V, 1]`` would do both, but its odd width measured ~15% slower
+  at d_v = 64; NumPy's row sum took 3x the GEMV);
 * the Gaussian kernel is the softmax of ``q.k / h^2 - |k|^2 / (2 h^2)`` (the
   ``|q|^2`` term is constant along a row and cancels), so both share it;
 * with ``TTRLEARN_NUM_THREADS`` > 1, query blocks are spread over worker
@@ -43,40 +44,94 @@ _BLOCK_Q = 256
 _BLOCK_K = 1024
 
 
+#: a block's row sum above this (or not finite) means the running shift was
+#: too low for that block: its rows are redone with their exact maximum
+_SUM_LIMIT = 2.0**64
+#: running sums above this are folded into the shift (kept near 1)
+_RENORM = 2.0**20
+
+
+def _exact(Qs, Kb, bias_b, sh, dt):
+    """``exp(logits - shift)`` for the rows ``Qs`` against the key block
+    ``Kb``, the shift raised to each row's maximum where that is higher.
+    Returns the probabilities and the new shifts (float32 values held in
+    float64; ``-inf`` where a row has no finite logit yet)."""
+    L = Qs @ Kb.T
+    if bias_b is not None:
+        L += bias_b
+    new = np.maximum(sh, L.max(axis=1).astype(np.float64))
+    use = np.where(np.isfinite(new), new, 0.0).astype(dt)
+    L -= use[:, None]
+    np.exp(L, out=L)
+    return L, np.where(np.isfinite(new), use.astype(np.float64), -np.inf)
+
+
 def _rows(Qs, K, V, bias, bk, out):
     """NW estimate for the query rows ``Qs`` (already scaled by 1/h):
-    logits ``Qs K^T + bias``; writes (rows, d_v) into ``out``."""
-    b = Qs.shape[0]
+    logits ``Qs K^T + bias``; writes (rows, d_v) into ``out``.
+
+    Online softmax whose per-row shift rides in the logits GEMM
+    (``[Qs, -shift] [K, 1]^T``) so no pass subtracts it. The shift is the
+    row's maximum over the first block and afterwards the log of the running
+    normaliser (at least the running maximum), so a later block's
+    exponentials stay below 1 unless its logits rise above everything seen
+    before; a block whose row sum then comes out huge or infinite is redone
+    for those rows with their exact maximum. Row sums are GEMVs.
+    """
+    b, dq = Qs.shape
     n = K.shape[0]
     dt = Qs.dtype
     d_v = V.shape[1]
-    mx = np.full(b, -np.inf)
+    c_max = min(bk, n)
+    Qa = np.empty((b, dq + 1), dtype=dt)
+    Qa[:, :dq] = Qs
+    Ka = np.empty((c_max, dq + 1), dtype=dt)
+    Ka[:, dq] = 1
+    sh = np.full(b, -np.inf)  # float32 values: exactly what the GEMM applies
     acc = np.zeros((b, d_v))
     s = np.zeros(b)
-    S = np.empty((b, min(bk, n)), dtype=dt)
+    S = np.empty((b, c_max), dtype=dt)
     P = np.empty((b, d_v), dtype=dt)
+    rs = np.empty(b, dtype=dt)
+    ones = np.ones(c_max, dtype=dt)
     for ks in range(0, n, bk):
         ke = min(ks + bk, n)
-        Sb = S[:, : ke - ks]
-        np.matmul(Qs, K[ks:ke].T, out=Sb)
-        if bias is not None:
-            Sb += bias[ks:ke]
-        bmax = Sb.max(axis=1)
-        new = np.maximum(mx, bmax)
-        finite = np.isfinite(new)
-        if not finite.all():
-            new = np.where(finite, new, 0.0)
-        Sb -= new.astype(dt)[:, None]
-        np.exp(Sb, out=Sb)
+        c = ke - ks
+        Sb = S[:, :c]
+        bias_b = None if bias is None else bias[ks:ke]
+        unset = ~np.isfinite(sh)
+        if unset.all():
+            redo = np.arange(b)
+        else:
+            Ka[:c, :dq] = K[ks:ke]
+            Qa[:, dq] = np.where(unset, 0.0, -sh)
+            np.matmul(Qa, Ka[:c].T, out=Sb)
+            if bias_b is not None:
+                Sb += bias_b
+            with np.errstate(over="ignore"):
+                np.exp(Sb, out=Sb)
+            np.matmul(Sb, ones[:c], out=rs)
+            redo = np.flatnonzero(unset | ~(rs < _SUM_LIMIT))
+        if redo.size:
+            E, new = _exact(Qs[redo], K[ks:ke], bias_b, sh[redo], dt)
+            with np.errstate(invalid="ignore"):
+                corr = np.exp(sh[redo] - new)
+            corr[~np.isfinite(corr)] = 0.0  # no mass before (or none at all)
+            acc[redo] *= corr[:, None]
+            s[redo] *= corr
+            sh[redo] = new
+            Sb[redo] = E
+            rs[redo] = E @ ones[:c]
         np.matmul(Sb, V[ks:ke], out=P)
-        with np.errstate(invalid="ignore"):
-            corr = np.exp(mx - new)
-        corr[~np.isfinite(mx)] = 0.0
-        acc *= corr[:, None]
         acc += P
-        s *= corr
-        s += Sb.sum(axis=1)
-        mx = np.where(finite, new, mx)
+        s += rs
+        big = np.flatnonzero(s > _RENORM)
+        if big.size:  # fold the running sum into the shift (float32 shifts)
+            new = (sh[big] + np.log(s[big])).astype(dt).astype(np.float64)
+            f = np.exp(sh[big] - new)
+            acc[big] *= f[:, None]
+            s[big] *= f
+            sh[big] = new
     ok = s > 0
     out[:] = 0.0
     out[ok] = acc[ok] / s[ok, None]
