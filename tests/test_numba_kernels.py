@@ -24,6 +24,7 @@ from ttrlearn.kernels.numba import gated_delta as nb_gd
 from ttrlearn.kernels.numba import kernel_regression as nb_kr
 from ttrlearn.kernels.numba import linear_attention as nb_la
 from ttrlearn.kernels.numba import rls as nb_rls
+from ttrlearn.kernels.numba import step as nb_step
 from ttrlearn.kernels.numpy import gated_delta as np_gd
 from ttrlearn.kernels.numpy import kernel_regression as np_kr
 from ttrlearn.kernels.numpy import linear_attention as np_la
@@ -128,10 +129,19 @@ def test_gated_delta_matches_numpy(p):
     close(Mf, M0, dt, msg="fused M")
     bounds = nb_gd._bounds(p["log_a"], p["chunk"], LOG_DECAY_BUDGET)
     Oc = np.full_like(O0, np.nan)
-    args = (K, V, Q, b, p["log_a"], p["after"], True, bounds)
+    args = (K, V, Q, b, p["log_a"], p["after"], True, False, bounds)
     Mc = nb_gd._chunked(M, *args, 0, Oc)
     close(Oc, O0, dt, msg="chunked O")
     close(Mc, M0, dt, msg="chunked M")
+    # queries that are the keys: K S serves the outputs too
+    Ok0, Mk0 = np_gd.gd_update_read(M, K, V, K, b, p["log_a"], p["after"], 8)
+    Ok = np.full_like(O0, np.nan)
+    kargs = (K, V, K, b, p["log_a"], p["after"], True, True, bounds)
+    close(nb_gd._chunked(M, *kargs, 0, Ok), Mk0, dt, msg="q is k M")
+    close(Ok, Ok0, dt, msg="q is k O")
+    Ok1, Mk1 = nb_gd._run(M, K, V, K, b, p["log_a"], p["after"], p["chunk"])
+    close(Ok1, Ok0, dt, msg="q is k, dispatched")
+    close(Mk1, Mk0, dt, msg="q is k, dispatched M")
     # value columns in two independent blocks (how long inputs use two cores)
     h = V.shape[1] // 2
     Op = np.full_like(O0, np.nan)
@@ -346,6 +356,7 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
     up = (K[:n_up], V[:n_up], w[:n_up], log_a[:n_up])
     K32, V32 = K[:n_up].astype(np.float32), V[:n_up].astype(np.float32)
     M32, z32 = np.ones((d_v, d_k), np.float32), np.ones(d_k, np.float32)
+    U32 = rng.normal(size=(8192, 40)).astype(np.float32)  # split: >= 2^18 entries
     monkeypatch.setattr(nb_rls, "_SPLIT_WORK", 0)
     monkeypatch.setattr(nb_la, "_SPLIT_WORK", 0)
 
@@ -359,6 +370,7 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
             "rls": nb_rls.rls_update(H, G, *up),
             "la": nb_la.la_update(np.ones((d_v, d_k)), np.ones(d_k), *up),
             "la32": nb_la.la_update(M32, z32, K32, V32, *up[2:]),
+            "unit": (nb_step.unit_rows(U32),),
         }
 
     monkeypatch.setattr(_config, "WORKERS", 1)
@@ -383,10 +395,11 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
         "_fast_nw",
         "rls_update",
         "_weighted_update",
+        "unit_rows",
     ):
         assert kinds.count(kind) >= workers - 1, kind
     for name in one:
-        tol = {"rls_read": 1e-9, "la32": 1e-5}.get(name, 1e-12)
+        tol = {"rls_read": 1e-9, "la32": 1e-5, "unit": 0}.get(name, 1e-12)
         for a, b_ in zip(many[name], one[name]):
             assert a.dtype == b_.dtype
             np.testing.assert_allclose(a, b_, rtol=tol, atol=tol * 0.1, err_msg=name)

@@ -114,7 +114,7 @@ def _fused(M, K, V, Q, b, log_a, after, has_q):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
-def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds, v0, O):
+def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
     """Chunked WY/UT form for the value columns ``[v0, v0 + d_v)``: ``M`` is
     that row block (d_v, d_k) of the memory, ``S = M^T`` the running state;
     outputs go to the same columns of ``O``. Value columns evolve
@@ -149,16 +149,28 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds, v0, O):
             gr[i] = np.exp(lg[i] - lg[0])
             gi[i] = 1.0 / gr[i]
         A = np.dot(Kc, Kc.T)
-        W = WQ[:C]
-        # right-hand sides
+        # K S (and Q S) in one GEMM; with the queries being the keys, K S
+        # serves both
+        if has_q and not q_is_k:
+            Qc = Q[s:e]
+            WQ[:C] = Kc
+            WQ[C : 2 * C] = Qc
+            R = np.dot(WQ[: 2 * C], S)
+            qr = C
+        else:
+            Qc = Kc
+            R = np.dot(Kc, S)
+            qr = 0
+        # right-hand side diag(b) V - diag(b g) K S: the WY form's
+        # U - W S with W = L^{-1} diag(b g) K, solved once instead of
+        # forming W (d_k columns) and its product with S
+        Ut = U[:C]
         for i in range(C):
             bi = b[s + i]
             bg = dt(bi * np.exp(lg[i]))
             bd = dt(bi)
             for j in range(d_v):
-                U[i, j] = bd * V[s + i, v0 + j]
-            for j in range(d_k):
-                W[i, j] = bg * Kc[i, j]
+                Ut[i, j] = bd * V[s + i, v0 + j] - bg * R[i, j]
         # forward substitution with A = strict_lower(diag(b) K K^T * Gam)
         for i in range(1, C):
             bi = b[s + i]
@@ -169,21 +181,9 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds, v0, O):
                     aij = dt(A[i, j] * bi)
                 if aij != 0:
                     for m in range(d_v):
-                        U[i, m] -= aij * U[j, m]
-                    for m in range(d_k):
-                        W[i, m] -= aij * W[j, m]
+                        Ut[i, m] -= aij * Ut[j, m]
         if has_q:
-            Qc = Q[s:e]
-            WQ[C : 2 * C] = Qc
-            R = np.dot(WQ[: 2 * C], S)
-        else:
-            R = np.dot(W, S)
-        Ut = U[:C]
-        for i in range(C):
-            for j in range(d_v):
-                Ut[i, j] -= R[i, j]
-        if has_q:
-            P = np.dot(Qc, Kc.T)
+            P = A if q_is_k else np.dot(Qc, Kc.T)  # A is not needed again
             # query t sees rows j <= t (after) / j < t (before)
             for i in range(C):
                 if after:
@@ -207,7 +207,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds, v0, O):
             for i in range(C):
                 g = dt(gq[i])
                 for j in range(d_v):
-                    O[s + i, v0 + j] = g * R[C + i, j] + Oc[i, j]
+                    O[s + i, v0 + j] = g * R[qr + i, j] + Oc[i, j]
         # state update S' = g_C S + (diag(g_C / g) K)^T U~
         Kt = np.empty((C, d_k), dtype=M.dtype)
         for i in range(C):
@@ -221,6 +221,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, bounds, v0, O):
 
 def _run(M, K, V, Q, b, log_a, after, chunk_size):
     has_q = Q is not None
+    q_is_k = Q is K  # then K S gives the outputs' state term too
     Qa = Q if has_q else K[:0]
     if M.shape[0] * M.shape[1] <= GD_FUSED_MAX_STATE:
         return _fused(M, K, V, Qa, b, log_a, bool(after), has_q)
@@ -235,7 +236,7 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
         a, e = cuts[k], cuts[k + 1]
         return _chunked(
             np.ascontiguousarray(M[a:e]), K, V, Qa, b, log_a, bool(after), has_q,
-            bounds, a, O,
+            q_is_k, bounds, a, O,
         )  # fmt: skip
 
     with single_thread_blas(n > 256):

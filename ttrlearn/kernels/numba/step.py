@@ -14,7 +14,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ttrlearn.kernels.numba._config import CACHE, FASTMATH_GD, FASTMATH_RLS
+from ttrlearn.kernels.numba._config import (
+    CACHE,
+    FASTMATH_GD,
+    FASTMATH_RLS,
+    run_parts,
+    split_parts,
+)
 from ttrlearn.kernels.numba.rls import _solve
 from ttrlearn.kernels.numpy.step import (
     STEP_BAD_INPUT,
@@ -62,30 +68,63 @@ def la_step(M, z, phi, v, log_a):
     return Mn, zn, STEP_OK
 
 
-@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
+_LANES = 8  # partial sums of squares: vectorisable without fastmath
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD, inline="always")
 def _unit(x, k):
-    """``k = x / ||x||`` as :func:`ttrlearn._utils.unit_rows` computes it."""
+    """``k = x / ||x||``, zero rows staying zero, exact at any magnitude.
+
+    float32 rows: squares summed in float64 (no float32 value can overflow
+    or underflow there) in ``_LANES`` interleaved partial sums, then one
+    rounding per entry. float64 rows: divided by their largest entry first,
+    as :func:`ttrlearn._utils.unit_rows` does."""
+    n = x.shape[0]
+    if x.itemsize == 4:
+        part = np.zeros(_LANES)
+        m = n - n % _LANES
+        for j0 in range(0, m, _LANES):
+            for u in range(_LANES):
+                v = np.float64(x[j0 + u])
+                part[u] += v * v
+        nrm = 0.0
+        for j in range(m, n):
+            v = np.float64(x[j])
+            nrm += v * v
+        for u in range(_LANES):
+            nrm += part[u]
+        r = 1.0 / np.sqrt(nrm) if nrm > 0 else 0.0
+        for j in range(n):
+            k[j] = x[j] * r
+        return
     big = 0.0
-    for j in range(x.shape[0]):
+    for j in range(n):
         big = max(big, abs(x[j]))
     s = x.dtype.type(big if big > 0 else 1.0)
     nrm = x.dtype.type(0.0)
-    for j in range(x.shape[0]):
+    for j in range(n):
         k[j] = x[j] / s
         nrm += k[j] * k[j]
     nrm = np.sqrt(nrm)
     if nrm > 0:
-        for j in range(x.shape[0]):
+        for j in range(n):
             k[j] = k[j] / nrm
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
-def unit_rows(X):
-    """Rows scaled to unit length as :func:`ttrlearn._utils.unit_rows`
-    computes them (largest entry first, so no overflow), in one pass."""
-    out = np.empty_like(X)
-    for i in range(X.shape[0]):
+def _unit_rows(X, out, a, b):
+    for i in range(a, b):
         _unit(X[i], out[i])
+
+
+def unit_rows(X):
+    """Rows scaled to unit length (see :func:`_unit`), in one pass; long
+    inputs are split over the worker threads."""
+    out = np.empty_like(X)
+    n = X.shape[0]
+    parts = split_parts(n, n * X.shape[1], 1 << 18, min_rows=256)
+    cuts = [n * k // parts for k in range(parts + 1)]
+    run_parts(lambda k: _unit_rows(X, out, cuts[k], cuts[k + 1]), parts)
     return out
 
 
