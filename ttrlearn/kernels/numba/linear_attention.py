@@ -32,6 +32,7 @@ from ttrlearn.kernels.numba._config import (
     split_parts,
 )
 from ttrlearn.kernels.numba.gated_delta import _bounds
+from ttrlearn.kernels.numpy import linear_attention as _np_la
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
 __all__ = ["la_update", "la_update_read"]
@@ -97,6 +98,8 @@ def _weighted_update(M, z, Phi, V, w, log_a, block):
     n = Phi.shape[0]
     if n == 0:
         return M.copy(), z.copy()
+    if n <= block:  # one block: the NumPy kernel, with the fewest calls
+        return _np_la.la_update(M, z, Phi, V, w, log_a)
     plain = not (log_a.any() or (w != 1.0).any())
     dt = M.dtype
     # a sum over rows: one run of rows per worker, each on one BLAS thread
@@ -108,7 +111,8 @@ def _weighted_update(M, z, Phi, V, w, log_a, block):
     def part(k):
         return _moments(Phi, V, w, log_a, cuts[k], cuts[k + 1], tails[k], plain, block)
 
-    with single_thread_blas(work > 100_000):
+    # (on smaller inputs the ~30 us of switching BLAS threads is not repaid)
+    with single_thread_blas(parts > 1 or work > _SPLIT_WORK):
         moments = run_parts(part, parts)
     scale = dt.type(np.exp(log_a.sum()))
     Mn = M * scale
