@@ -133,14 +133,16 @@ def _n_workers():
     return max(1, min(want, cores, 8))
 
 
-#: Worker threads for kernels that split work into independent parts (RLS
-#: causal outputs by segments, gated delta by value columns, kernel regression
-#: by query blocks; the compiled parts release the GIL). Default: every usable
-#: core, as NumPy's BLAS does. On a quiet 2-core Xeon two workers made RLS
-#: causal outputs 1.45x, the gated delta rule at d = 128 1.7x and softmax
-#: recall 1.2x faster than one; on a machine whose other cores are busy a
-#: split waits for its slowest part (1.6-1.7x *slower* measured on a loaded
-#: 2-core VM): set ``TTRLEARN_NUM_THREADS=1`` there.
+#: Worker threads for kernels that split work into independent parts (the RLS
+#: and linear-attention updates by runs of rows, RLS causal outputs by
+#: segments, gated delta by value columns, kernel regression by query blocks,
+#: key normalisation by rows; compiled parts and NumPy's BLAS calls release
+#: the GIL). Default: every usable core, as NumPy's BLAS does. On a quiet
+#: 2-core Xeon two workers made RLS causal outputs 1.45x, the gated delta
+#: rule at d = 128 1.7x, softmax recall 1.2x and the RLS update at d = 64
+#: 1.8x faster than one; on a machine whose other cores are busy a split
+#: waits for its slowest part (1.6-1.7x *slower* measured on a loaded 2-core
+#: VM): set ``TTRLEARN_NUM_THREADS=1`` there.
 WORKERS = _n_workers()
 _POOL = None
 _POOL_LOCK = threading.Lock()
