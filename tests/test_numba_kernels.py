@@ -479,3 +479,120 @@ def _inside(counts):
 
     with single_thread_blas():
         return counts()
+
+
+def test_blas_limit_inherited_through_fork_is_undone(monkeypatch):
+    """A fork while another thread is inside a one-thread BLAS block leaves
+    the child's BLAS at one thread; the child undoes it the next time one of
+    these blocks is entered. Simulated in-process: the fork handler runs
+    while a block is held."""
+    from threadpoolctl import threadpool_info
+
+    from ttrlearn.kernels.numba import _config
+
+    def counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    start = counts()
+    if max(start) == 1:
+        pytest.skip("BLAS runs on one thread here: nothing to restore")
+    for name in ("_POOL", "_POOL_LOCK", "_BLAS_LOCK", "_CONTROLLER", "_ORPHAN_LIMITER"):
+        monkeypatch.setattr(_config, name, getattr(_config, name))
+    held = _config.single_thread_blas()
+    held.__enter__()
+    assert counts() == [1] * len(start)
+    _config._after_fork_in_child()  # what a forked child runs
+    assert _config._BLAS_DEPTH == 0 and _config._ORPHAN_LIMITER is not None
+    with _config.single_thread_blas():
+        assert counts() == [1] * len(start)
+    assert counts() == start  # the inherited limit is gone too
+    assert _config._ORPHAN_LIMITER is None
+
+
+def test_run_parts_after_the_pool_is_shut_down(monkeypatch):
+    """At interpreter exit the pool refuses new work: the parts then run on
+    the calling thread instead of raising."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ttrlearn.kernels.numba import _config
+
+    dead = ThreadPoolExecutor(1)
+    dead.shutdown()
+    monkeypatch.setattr(_config, "thread_pool", lambda: dead)
+    monkeypatch.setattr(_config, "WORKERS", 2)
+    assert _config.run_parts(lambda k: k * k, 3) == [0, 1, 4]
+    X = np.random.default_rng(0).normal(size=(8192, 40)).astype(np.float32)
+    np.testing.assert_array_equal(nb_step.unit_rows(X), _unit_rows_one_part(X))
+
+
+def _unit_rows_one_part(X):
+    out = np.empty_like(X)
+    nb_step._unit_rows(X, out, 0, X.shape[0])
+    return out
+
+
+def test_run_parts_waits_for_every_part_and_raises(monkeypatch):
+    from ttrlearn.kernels.numba import _config
+
+    monkeypatch.setattr(_config, "WORKERS", 3)
+    done = []
+
+    def part(k):
+        if k == 1:
+            raise ValueError("part 1")
+        import time
+
+        time.sleep(0.05)
+        done.append(k)
+        return k
+
+    with pytest.raises(ValueError, match="part 1"):
+        _config.run_parts(part, 3)
+    assert sorted(done) == [0, 2]  # part 2 had finished before the raise
+
+
+def test_rls_update_splits_only_runs_of_many_rows(monkeypatch):
+    """A few rows of a wide state are not split (each part costs a few
+    (d, d) passes); many rows are."""
+    from ttrlearn.kernels.numba import _config
+
+    monkeypatch.setattr(_config, "WORKERS", 2)
+    submitted = []
+    pool = _config.thread_pool()
+
+    class Spy:
+        def submit(self, *a):
+            submitted.append(a[0])
+            return pool.submit(*a)
+
+    monkeypatch.setattr(_config, "thread_pool", Spy)
+    rng = np.random.default_rng(0)
+    for n, d, split in [(8, 600, False), (600, 600, False), (4096, 64, True)]:
+        submitted.clear()
+        X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, 3))
+        H, G = np.eye(d), np.zeros((3, d))
+        w, la = np.ones(n), np.full(n, np.log(0.999))
+        got = nb_rls.rls_update(H, G, X, Y, w, la)
+        assert bool(submitted) == split, (n, d)
+        want = np_rls.rls_update(H, G, X, Y, w, la)
+        for a, b_ in zip(got, want):
+            np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_softmax_recall_large_values_do_not_overflow(dt):
+    """A later key block whose logits rise far above the running shift gives
+    exponentials above 1; with large values the numerator of those rows
+    would overflow in float32, so they are redone with their exact maximum
+    (as the plain online softmax would compute them)."""
+    n = 2048
+    for rise, big in [(43.0, 1e20), (30.0, 1e26), (80.0, 1e30)]:
+        K = np.zeros((n, 2), dt)
+        K[1500, 0] = rise
+        V = np.ones((n, 1), dt)
+        V[1500] = big
+        Q = np.array([[1.0, 0.0], [0.5, 0.0]], dt)
+        want = np_kr.kr_read(K, V, np.zeros(n), Q, "softmax", 1.0, 0, 0.0)
+        got = nb_kr.kr_read(K, V, np.zeros(n), Q, "softmax", 1.0, 0, 0.0)
+        assert np.isfinite(got).all(), (rise, big)
+        close(got, want, dt)

@@ -54,6 +54,7 @@ _CONTROLLER = None
 _BLAS_LOCK = threading.Lock()
 _BLAS_DEPTH = 0
 _BLAS_LIMITER = None
+_ORPHAN_LIMITER = None  # a limit inherited through fork, not yet undone
 
 
 def _controller():
@@ -100,6 +101,7 @@ class single_thread_blas:
             with _BLAS_LOCK:
                 if _BLAS_DEPTH == 0:
                     _release_blas_control()
+                    _restore_orphan()
                     _BLAS_LIMITER = _controller().limit(limits=1, user_api="blas")
                     _release_blas_control()
                 _BLAS_DEPTH += 1
@@ -178,27 +180,53 @@ def split_parts(n, work=0, min_work=0, min_rows=1):
 
 def run_parts(fn, parts):
     """``[fn(0), ..., fn(parts - 1)]``: part 0 on the calling thread, the rest
-    on the pool. Every part has finished when this returns or raises."""
-    if parts == 1:
-        return [fn(0)]
-    futures = [thread_pool().submit(fn, k) for k in range(1, parts)]
+    on the pool (on this thread too once the pool is shut down, as at
+    interpreter exit). Every part has finished when this returns or raises."""
+    futures = {}
+    for k in range(1, parts):
+        try:
+            futures[k] = thread_pool().submit(fn, k)
+        except RuntimeError:  # "cannot schedule new futures after shutdown"
+            break
+    out = [None] * parts
     try:
-        first = fn(0)
+        for k in range(parts):
+            if k not in futures:
+                out[k] = fn(k)
     finally:
-        done = [f.exception() for f in futures]  # wait for every part
-    for err in done:
+        errors = [f.exception() for f in futures.values()]  # wait for every part
+    for err in errors:
         if err is not None:
             raise err
-    return [first] + [f.result() for f in futures]
+    for k, f in futures.items():
+        out[k] = f.result()
+    return out
 
 
 def _after_fork_in_child():
     """A forked child inherits the pool object but not its threads (a submit
-    would wait forever) and possibly a held lock: start afresh."""
+    would wait forever) and possibly a held lock: start afresh. A fork from
+    inside a one-thread BLAS block leaves the child's BLAS at one thread,
+    with nobody left to restore it: the limit is kept as an orphan, undone
+    the next time a kernel here enters such a block (calling into BLAS from
+    the fork handler itself is not safe)."""
     global _POOL, _POOL_LOCK, _BLAS_LOCK, _BLAS_DEPTH, _BLAS_LIMITER, _CONTROLLER
+    global _ORPHAN_LIMITER
+    if _BLAS_DEPTH > 0 and _BLAS_LIMITER is not None:
+        _ORPHAN_LIMITER = _BLAS_LIMITER
     _POOL, _POOL_LOCK = None, threading.Lock()
     _BLAS_LOCK, _BLAS_DEPTH, _BLAS_LIMITER = threading.Lock(), 0, None
     _CONTROLLER = None
+
+
+def _restore_orphan():
+    """Undo a one-thread BLAS limit inherited through ``fork`` (see
+    :func:`_after_fork_in_child`); called with ``_BLAS_LOCK`` held."""
+    global _ORPHAN_LIMITER
+    if _ORPHAN_LIMITER is not None:
+        orphan, _ORPHAN_LIMITER = _ORPHAN_LIMITER, None
+        orphan.restore_original_limits()
+        _release_blas_control()
 
 
 if hasattr(os, "register_at_fork"):

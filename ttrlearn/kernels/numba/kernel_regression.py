@@ -75,8 +75,10 @@ def _rows(Qs, K, V, bias, bk, out):
     row's maximum over the first block and afterwards the log of the running
     normaliser (at least the running maximum), so a later block's
     exponentials stay below 1 unless its logits rise above everything seen
-    before; a block whose row sum then comes out huge or infinite is redone
-    for those rows with their exact maximum. Row sums are GEMVs.
+    before; a block whose row sum or numerator then comes out huge or
+    infinite is redone for those rows with their exact maximum (so every
+    probability is at most 1 there, as in the plain online softmax). Row
+    sums are GEMVs.
     """
     b, dq = Qs.shape
     n = K.shape[0]
@@ -108,10 +110,15 @@ def _rows(Qs, K, V, bias, bk, out):
             np.matmul(Qa, Ka[:c].T, out=Sb)
             if bias_b is not None:
                 Sb += bias_b
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):
                 np.exp(Sb, out=Sb)
-            np.matmul(Sb, ones[:c], out=rs)
-            redo = np.flatnonzero(unset | ~(rs < _SUM_LIMIT))
+                np.matmul(Sb, ones[:c], out=rs)
+                np.matmul(Sb, V[ks:ke], out=P)
+            # exponentials above 1 can overflow the numerator where the
+            # normaliser does not (large values): such rows are redone too
+            redo = np.flatnonzero(
+                unset | ~(rs < _SUM_LIMIT) | ~np.isfinite(P).all(axis=1)
+            )
         if redo.size:
             E, new = _exact(Qs[redo], K[ks:ke], bias_b, sh[redo], dt)
             with np.errstate(invalid="ignore"):
@@ -122,7 +129,7 @@ def _rows(Qs, K, V, bias, bk, out):
             sh[redo] = new
             Sb[redo] = E
             rs[redo] = E @ ones[:c]
-        np.matmul(Sb, V[ks:ke], out=P)
+            P[redo] = E @ V[ks:ke]
         acc += P
         s += rs
         big = np.flatnonzero(s > _RENORM)

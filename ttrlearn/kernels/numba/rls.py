@@ -272,7 +272,10 @@ def rls_update(H, G, X, Y, w, log_a):
     G8 = G.astype(f8, copy=False)
     X8 = X.astype(f8, copy=False)
     Y8 = Y.astype(f8, copy=False)
-    parts = split_parts(n, n * d * (d + G.shape[0]), _SPLIT_WORK)
+    # each part adds a few (d, d) passes: only split runs of many rows
+    parts = split_parts(
+        n, n * d * (d + G.shape[0]), _SPLIT_WORK, min_rows=max(_ROWS_PER_BLOCK, d)
+    )
     if parts == 1:
         with single_thread_blas(10_000 < n * d**2 < 2_000_000):
             Hn, Gn = _update(H8, G8, X8, Y8, w, log_a, _ROWS_PER_BLOCK)
