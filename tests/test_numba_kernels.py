@@ -596,3 +596,23 @@ def test_softmax_recall_large_values_do_not_overflow(dt):
         got = nb_kr.kr_read(K, V, np.zeros(n), Q, "softmax", 1.0, 0, 0.0)
         assert np.isfinite(got).all(), (rise, big)
         close(got, want, dt)
+
+
+def test_rls_kernels_take_non_contiguous_input():
+    """Strided or Fortran-ordered rows give the same result as C-ordered ones
+    (the BLAS calls are set up for C order)."""
+    rng = np.random.default_rng(1)
+    n, d, d_v = 300, 12, 5
+    X = rng.normal(size=(2 * d, n)).T[:, ::2]  # (n, d), strided
+    Y = np.asfortranarray(rng.normal(size=(n, d_v)))
+    w, la = np.ones(n), np.zeros(n)  # the plain path: syrk on X itself
+    H, G = np.eye(d), np.zeros((d_v, d))
+    Xc, Yc = np.ascontiguousarray(X), np.ascontiguousarray(Y)
+    for a, b_ in zip(
+        nb_rls.rls_update(H, G, X, Y, w, la), np_rls.rls_update(H, G, Xc, Yc, w, la)
+    ):
+        np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-12)
+    args = (H, G, 0.5, True)
+    O1 = nb_rls.rls_update_read(*args, X, Y, X, w, la, True, 32)[0]
+    O0 = np_rls.rls_update_read(*args, Xc, Yc, Xc, w, la, True, 32)[0]
+    np.testing.assert_allclose(O1, O0, rtol=1e-9, atol=1e-10)

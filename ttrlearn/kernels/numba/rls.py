@@ -268,10 +268,8 @@ def rls_update(H, G, X, Y, w, log_a):
     if n == 0:
         return H.copy(), G.copy()
     f8 = np.float64
-    H8 = H.astype(f8, copy=False)
-    G8 = G.astype(f8, copy=False)
-    X8 = X.astype(f8, copy=False)
-    Y8 = Y.astype(f8, copy=False)
+    # C order is what the BLAS calls below are set up for (a no-op normally)
+    H8, G8, X8, Y8 = (np.ascontiguousarray(a, dtype=f8) for a in (H, G, X, Y))
     # each part adds a few (d, d) passes: only split runs of many rows
     parts = split_parts(
         n, n * d * (d + G.shape[0]), _SPLIT_WORK, min_rows=max(_ROWS_PER_BLOCK, d)
@@ -322,7 +320,11 @@ def rls_solve(H, G, ridge):
     wrapper overhead: this runs after every ``partial_fit``); the minimum-norm
     solution where the matrix is singular, as the NumPy kernel."""
     f8 = np.float64
-    coef, ok = _solve(H.astype(f8, copy=False), G.astype(f8, copy=False), float(ridge))
+    coef, ok = _solve(
+        np.ascontiguousarray(H, dtype=f8),
+        np.ascontiguousarray(G, dtype=f8),
+        float(ridge),
+    )
     if not ok or not np.isfinite(coef).all():
         return _np_rls.rls_solve(H, G, ridge)
     return coef.astype(np.result_type(H, G), copy=False)
@@ -469,11 +471,8 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     if n == 0:
         return O.astype(dt), H.copy(), G.copy()
     q_is_x = Q is X
-    H = H.astype(f8, copy=False)
-    G = G.astype(f8, copy=False)
-    X = X.astype(f8, copy=False)
-    Y = Y.astype(f8, copy=False)
-    Q = X if q_is_x else Q.astype(f8, copy=False)
+    H, G, X, Y = (np.ascontiguousarray(a, dtype=f8) for a in (H, G, X, Y))
+    Q = X if q_is_x else np.ascontiguousarray(Q, dtype=f8)
     ridge = float(ridge)
     decayed = bool(decayed)
     after = bool(after)
