@@ -333,6 +333,23 @@ def test_numba_backend_uses_numba_kernels(family, module):
         assert getattr(ns, name) is getattr(module, name)
 
 
+def spy_pool(monkeypatch):
+    """Route the worker pool through a spy; returns the list of the callables
+    submitted to it."""
+    from ttrlearn.kernels.numba import _config
+
+    submitted = []
+    pool = _config.thread_pool()
+
+    class Spy:
+        def submit(self, *a):
+            submitted.append(a[0])
+            return pool.submit(*a)
+
+    monkeypatch.setattr(_config, "thread_pool", Spy)
+    return submitted
+
+
 @pytest.mark.parametrize("workers", [2, 3])
 def test_worker_splits_equal_one_worker(monkeypatch, workers):
     """The kernels that split work over ``TTRLEARN_NUM_THREADS`` workers (the
@@ -375,16 +392,8 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
 
     monkeypatch.setattr(_config, "WORKERS", 1)
     one = run()
-    submitted = []
-    pool = _config.thread_pool()
-
-    class Spy:
-        def submit(self, *a):
-            submitted.append(a[0])
-            return pool.submit(*a)
-
     monkeypatch.setattr(_config, "WORKERS", workers)
-    monkeypatch.setattr(_config, "thread_pool", Spy)
+    submitted = spy_pool(monkeypatch)
     many = run()
     # part 0 runs on the calling thread: every kernel submitted workers - 1
     # parts (or more: the RLS causal outputs also split their entry updates)
@@ -557,15 +566,7 @@ def test_rls_update_splits_only_runs_of_many_rows(monkeypatch):
     from ttrlearn.kernels.numba import _config
 
     monkeypatch.setattr(_config, "WORKERS", 2)
-    submitted = []
-    pool = _config.thread_pool()
-
-    class Spy:
-        def submit(self, *a):
-            submitted.append(a[0])
-            return pool.submit(*a)
-
-    monkeypatch.setattr(_config, "thread_pool", Spy)
+    submitted = spy_pool(monkeypatch)
     rng = np.random.default_rng(0)
     for n, d, split in [(8, 600, False), (600, 600, False), (4096, 64, True)]:
         submitted.clear()
