@@ -22,6 +22,7 @@ __all__ = [
     "GD_FUSED_MAX_STATE",
     "SMALL_BLAS_FLOPS",
     "WORKERS",
+    "part_bounds",
     "run_parts",
     "single_thread_blas",
     "split_parts",
@@ -176,6 +177,11 @@ def split_parts(n, work=0, min_work=0, min_rows=1):
     if WORKERS == 1 or work < min_work or _in_worker():
         return 1
     return max(1, min(WORKERS, n // min_rows))
+
+
+def part_bounds(n, parts):
+    """Start offsets of ``parts`` near-equal runs of ``n`` units, and ``n``."""
+    return [n * k // parts for k in range(parts + 1)]
 
 
 def run_parts(fn, parts):

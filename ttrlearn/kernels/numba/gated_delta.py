@@ -25,6 +25,7 @@ from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_GD,
     GD_FUSED_MAX_STATE,
+    part_bounds,
     run_parts,
     single_thread_blas,
     split_parts,
@@ -230,7 +231,7 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
     O = np.empty((n if has_q else 0, d_v), dtype=M.dtype)
     # value columns are independent: one block per core for long inputs
     parts = split_parts(d_v, min_rows=16) if n >= 4096 else 1
-    cuts = [d_v * k // parts for k in range(parts + 1)]
+    cuts = part_bounds(d_v, parts)
 
     def block(k):
         a, e = cuts[k], cuts[k + 1]

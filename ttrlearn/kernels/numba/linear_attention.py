@@ -27,6 +27,7 @@ from numba import njit
 from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_LA,
+    part_bounds,
     run_parts,
     single_thread_blas,
     split_parts,
@@ -105,7 +106,7 @@ def _weighted_update(M, z, Phi, V, w, log_a, block):
     # a sum over rows: one run of rows per worker, each on one BLAS thread
     work = n * Phi.shape[1] * V.shape[1]
     parts = split_parts(n, work, _SPLIT_WORK, min_rows=block)
-    cuts = [n * k // parts for k in range(parts + 1)]
+    cuts = part_bounds(n, parts)
     tails = [0.0 if plain else float(log_a[cuts[k + 1] :].sum()) for k in range(parts)]
 
     def part(k):

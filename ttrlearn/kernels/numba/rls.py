@@ -28,6 +28,7 @@ from numba.extending import get_cython_function_address
 from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_RLS,
+    part_bounds,
     run_parts,
     single_thread_blas,
     split_parts,
@@ -278,7 +279,7 @@ def rls_update(H, G, X, Y, w, log_a):
         with single_thread_blas(10_000 < n * d**2 < 2_000_000):
             Hn, Gn = _update(H8, G8, X8, Y8, w, log_a, _ROWS_PER_BLOCK)
         return Hn.astype(dt, copy=False), Gn.astype(dt, copy=False)
-    cuts = [n * k // parts for k in range(parts + 1)]
+    cuts = part_bounds(n, parts)
     zH = np.zeros_like(H8)
     zG = np.zeros_like(G8)
 
@@ -288,8 +289,9 @@ def rls_update(H, G, X, Y, w, log_a):
 
     with single_thread_blas():
         moments = run_parts(part, parts)
-    Hn = np.exp(log_a.sum()) * H8
-    Gn = np.exp(log_a.sum()) * G8
+    scale = np.exp(log_a.sum())
+    Hn = scale * H8
+    Gn = scale * G8
     for k, (Hk, Gk) in enumerate(moments):
         after = np.exp(log_a[cuts[k + 1] :].sum())  # decay of the later rows
         Hn += after * Hk
@@ -477,7 +479,7 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     decayed = bool(decayed)
     after = bool(after)
     parts = split_parts(n, min_rows=max(4 * chunk_size, 2048))
-    cuts = [n * k // parts for k in range(parts + 1)]
+    cuts = part_bounds(n, parts)
     entries = [(H, G)]
     for k in range(1, parts):  # entry state of each segment: one rank-k update
         a, b = cuts[k - 1], cuts[k]

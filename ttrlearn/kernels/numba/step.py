@@ -18,6 +18,7 @@ from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_GD,
     FASTMATH_RLS,
+    part_bounds,
     run_parts,
     split_parts,
 )
@@ -123,7 +124,7 @@ def unit_rows(X):
     out = np.empty_like(X)
     n = X.shape[0]
     parts = split_parts(n, n * X.shape[1], 1 << 18, min_rows=256)
-    cuts = [n * k // parts for k in range(parts + 1)]
+    cuts = part_bounds(n, parts)
     run_parts(lambda k: _unit_rows(X, out, cuts[k], cuts[k + 1]), parts)
     return out
 
