@@ -133,6 +133,14 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
     lg = np.empty(C_max)
     WQ = np.empty((2 * C_max, d_k), dtype=M.dtype)
     U = np.empty((C_max, d_v), dtype=M.dtype)
+    # every product goes to a buffer allocated once (flat, so a shorter
+    # chunk's view is still contiguous for BLAS)
+    A_buf = np.empty(C_max * C_max, dtype=M.dtype)
+    P_buf = np.empty(C_max * C_max, dtype=M.dtype)
+    R_buf = np.empty(2 * C_max * d_v, dtype=M.dtype)
+    O_buf = np.empty(C_max * d_v, dtype=M.dtype)
+    Kt_buf = np.empty(C_max * d_k, dtype=M.dtype)
+    dS = np.empty((d_k, d_v), dtype=M.dtype)
     for c in range(bounds.shape[0] - 1):
         s = bounds[c]
         e = bounds[c + 1]
@@ -149,18 +157,18 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
         for i in range(C):
             gr[i] = np.exp(lg[i] - lg[0])
             gi[i] = 1.0 / gr[i]
-        A = np.dot(Kc, Kc.T)
+        A = np.dot(Kc, Kc.T, A_buf[: C * C].reshape((C, C)))
         # K S (and Q S) in one GEMM; with the queries being the keys, K S
         # serves both
         if has_q and not q_is_k:
             Qc = Q[s:e]
             WQ[:C] = Kc
             WQ[C : 2 * C] = Qc
-            R = np.dot(WQ[: 2 * C], S)
+            R = np.dot(WQ[: 2 * C], S, R_buf[: 2 * C * d_v].reshape((2 * C, d_v)))
             qr = C
         else:
             Qc = Kc
-            R = np.dot(Kc, S)
+            R = np.dot(Kc, S, R_buf[: C * d_v].reshape((C, d_v)))
             qr = 0
         # right-hand side diag(b) V - diag(b g) K S: the WY form's
         # U - W S with W = L^{-1} diag(b g) K, solved once instead of
@@ -184,7 +192,10 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
                     for m in range(d_v):
                         Ut[i, m] -= aij * Ut[j, m]
         if has_q:
-            P = A if q_is_k else np.dot(Qc, Kc.T)  # A is not needed again
+            if q_is_k:
+                P = A  # A is not needed again
+            else:
+                P = np.dot(Qc, Kc.T, P_buf[: C * C].reshape((C, C)))
             # query t sees rows j <= t (after) / j < t (before)
             for i in range(C):
                 if after:
@@ -204,19 +215,22 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
                         P[i, j] = dt(P[i, j] * (ri * gi[j]))
                 for j in range(lim, C):
                     P[i, j] = 0
-            Oc = np.dot(P, Ut)
+            Oc = np.dot(P, Ut, O_buf[: C * d_v].reshape((C, d_v)))
             for i in range(C):
                 g = dt(gq[i])
                 for j in range(d_v):
                     O[s + i, v0 + j] = g * R[qr + i, j] + Oc[i, j]
         # state update S' = g_C S + (diag(g_C / g) K)^T U~
-        Kt = np.empty((C, d_k), dtype=M.dtype)
+        Kt = Kt_buf[: C * d_k].reshape((C, d_k))
         for i in range(C):
             t = dt(gr[C - 1] * gi[i])
             for j in range(d_k):
                 Kt[i, j] = t * Kc[i, j]
         gC = dt(np.exp(lg[C - 1]))
-        S = gC * S + np.dot(Kt.T, Ut)
+        np.dot(Kt.T, Ut, dS)
+        for i in range(d_k):
+            for j in range(d_v):
+                S[i, j] = gC * S[i, j] + dS[i, j]
     return np.ascontiguousarray(S.T)
 
 
