@@ -348,6 +348,14 @@ def test_numba_unit_rows_equals_numpy(dtype):
     assert got.dtype == dtype
     np.testing.assert_allclose(got, unit_rows(X), rtol=4 * np.finfo(dtype).eps)
     assert not got[2].any()
+    # the fused squared norms: those of the returned rows, in float64
+    for kernels in (nb_step, np_step):
+        K, sq = kernels.unit_rows_sq(X)
+        np.testing.assert_array_equal(K, kernels.unit_rows(X))
+        assert sq.dtype == np.float64
+        exact = (K.astype(np.float64) ** 2).sum(axis=1)
+        np.testing.assert_allclose(sq, exact, rtol=1e-13)
+        assert sq[2] == 0.0
 
 
 # ------------------------------------------- large input: deferred finiteness
@@ -358,7 +366,15 @@ DEFER_MEMORIES = {
     "rls-fixed-stabilized": lambda: RLSMemory(
         ridge_mode="fixed", forgetting_factor=0.99, stabilize=0.1
     ),
+    "gd": lambda: GatedDeltaMemory(decay=0.99, learning_rate=0.5, dtype="float32"),
+    "gd-raw-implicit": lambda: GatedDeltaMemory(
+        normalize_keys=False, step="implicit", learning_rate=0.1
+    ),
+    "gd-segment-map": lambda: GatedDeltaMemory(track_segment_map=True),
 }
+#: memories whose causal kernel hands chunks it cannot factor to a slower
+#: path: ``partial_fit_predict`` keeps the finiteness pass
+CAUSAL_CHECKED = ("rls", "rls-fixed-stabilized")
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
@@ -373,12 +389,14 @@ DEFER_MEMORIES = {
         ("y", -np.inf, False),
     ],
 )
+@pytest.mark.parametrize("method", ["partial_fit", "partial_fit_predict"])
 def test_large_bad_input_is_reported_as_bad_input(
-    name, backend, where, value, weighted
+    name, backend, where, value, weighted, method
 ):
     """Large plain input skips the separate finiteness pass on memories whose
-    state it would poison; it must still be a ValueError naming the input,
-    with the memory unchanged, even on a row of weight zero."""
+    state (or causal outputs) it would poison; it must still be a ValueError
+    naming the input, with the memory unchanged, even on a row of weight
+    zero."""
     from ttrlearn._base import DEFER_FINITE_SIZE
 
     mem = DEFER_MEMORIES[name]().set_params(backend=backend)
@@ -401,13 +419,36 @@ def test_large_bad_input_is_reported_as_bad_input(
             base, "check_finite_inputs", wraps=base.check_finite_inputs
         ) as deferred,
     ):
-        mem.partial_fit(X, Y, sample_weight=w if weighted else None)
-    assert deferred.call_count == 1  # caught by the state check, then named
+        getattr(mem, method)(X, Y, sample_weight=w if weighted else None)
+    checked = method == "partial_fit_predict" and name in CAUSAL_CHECKED
+    # caught by the state check, then named (or by the up-front pass)
+    assert deferred.call_count == (0 if checked else 1)
     _assert_same(before, _fingerprint_plain(mem))
     # the same input, finite, is absorbed
     (X if where == "X" else Y)[n // 3, 1] = 0.5
-    mem.partial_fit(X, Y)
+    getattr(mem, method)(X, Y)
     assert mem.n_seen_ == 10 + n
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("method", ["partial_fit", "partial_fit_predict"])
+@pytest.mark.parametrize("where,value", [("X", np.nan), ("X", np.inf), ("y", np.inf)])
+def test_large_bad_input_in_the_last_row_of_a_chunked_state(
+    backend, method, where, value
+):
+    """The gated delta rule's chunked kernel (states above the fused
+    per-token size): a bad entry in the very last row still poisons the
+    state, so the deferred check names it."""
+    rng = np.random.default_rng(1)
+    mem = GatedDeltaMemory(dtype="float32", backend=backend)
+    mem.fit(rng.normal(size=(4, 40)).astype(np.float32), np.ones((4, 40), np.float32))
+    X = rng.normal(size=(2000, 40)).astype(np.float32)
+    Y = rng.normal(size=(2000, 40)).astype(np.float32)
+    (X if where == "X" else Y)[-1, 5] = value
+    before = _fingerprint_plain(mem)
+    with pytest.raises(ValueError, match=f"Input {where} contains NaN or infinity"):
+        getattr(mem, method)(X, Y)
+    _assert_same(before, _fingerprint_plain(mem))
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)

@@ -388,6 +388,7 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
             "la": nb_la.la_update(np.ones((d_v, d_k)), np.ones(d_k), *up),
             "la32": nb_la.la_update(M32, z32, K32, V32, *up[2:]),
             "unit": (nb_step.unit_rows(U32),),
+            "unit_sq": nb_step.unit_rows_sq(U32),
         }
 
     monkeypatch.setattr(_config, "WORKERS", 1)
@@ -404,11 +405,11 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
         "_fast_nw",
         "rls_update",
         "_weighted_update",
-        "unit_rows",
     ):
         assert kinds.count(kind) >= workers - 1, kind
+    assert kinds.count("_split_rows") >= 2 * (workers - 1)  # unit_rows(_sq)
     for name in one:
-        tol = {"rls_read": 1e-9, "la32": 1e-5, "unit": 0}.get(name, 1e-12)
+        tol = {"rls_read": 1e-9, "la32": 1e-5, "unit": 0, "unit_sq": 0}.get(name, 1e-12)
         for a, b_ in zip(many[name], one[name]):
             assert a.dtype == b_.dtype
             np.testing.assert_allclose(a, b_, rtol=tol, atol=tol * 0.1, err_msg=name)

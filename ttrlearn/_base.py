@@ -14,6 +14,7 @@ from ttrlearn._backends import BACKENDS, get_kernels, is_cupy_array, resolve_bac
 from ttrlearn._validation import (
     SMALL_INPUT,
     _xp,
+    all_finite,
     check_finite_inputs,
     check_gate,
     check_keys_values,
@@ -106,7 +107,7 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """Raise NonFiniteStateError if any of the arrays is not finite."""
         for name, value in state.items():
             if isinstance(value, np.ndarray):
-                finite = np.isfinite(value).all()
+                finite = all_finite(value)
             elif is_cupy_array(value):  # checked on the device: one scalar sync
                 finite = bool(_xp(value).isfinite(value).all())
             else:
@@ -139,13 +140,27 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """Hook for checks across parameters (first call only)."""
         self._dtype_  # noqa: B018 - raises on a bad dtype
 
-    def _poisoned_by_nonfinite(self):
+    def _poisoned_by_nonfinite(self, causal=False):
         """Hook: True when any NaN or infinity in the keys or values is sure
         to make the state absorbed by ``_update`` non-finite (plain products,
-        no feature map that could map -inf to 0). Such memories skip the
-        finiteness pass over large inputs in ``partial_fit``: a non-finite
-        input is then caught by the state check, and reported as bad input."""
+        no feature map that could map -inf to 0); with ``causal``, the state
+        or the outputs of ``_update_read`` (False where its kernel hands
+        chunks it cannot factor to a slower path). Such memories skip the
+        finiteness pass over large inputs in ``partial_fit`` (and
+        ``partial_fit_predict``): a non-finite input is then caught by the
+        state (or output) check, and reported as bad input."""
         return False
+
+    def _defer_finite(self, X, causal=False):
+        """Whether the finiteness pass over ``X`` and ``y`` can be left to
+        the state check (see :meth:`_poisoned_by_nonfinite`)."""
+        return (
+            type(X) is np.ndarray
+            and X.size >= DEFER_FINITE_SIZE
+            and self.__sklearn_is_fitted__()
+            and self._own_hooks()
+            and self._poisoned_by_nonfinite(causal)
+        )
 
     def _prepare(self, X, y, sample_weight, gates, *, defer_finite=False):
         first = not self.__sklearn_is_fitted__()
@@ -304,13 +319,7 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """
         if sample_weight is None and not gates and self._fast_partial_fit(X, y):
             return self
-        defer = (
-            type(X) is np.ndarray
-            and X.size >= DEFER_FINITE_SIZE
-            and self.__sklearn_is_fitted__()
-            and self._own_hooks()
-            and self._poisoned_by_nonfinite()
-        )
+        defer = self._defer_finite(X)
         with self._atomic():
             X, Y, w, g = self._prepare(X, y, sample_weight, gates, defer_finite=defer)
             try:
@@ -371,7 +380,7 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         Q = check_queries(self, X)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             O = self._read(Q)
-        if not np.isfinite(O).all():
+        if not all_finite(O):
             raise FloatingPointError(
                 f"{type(self).__name__}.predict: the recall overflowed (non-finite "
                 "output) for these queries; scale the queries or the stored pairs "
@@ -412,8 +421,9 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """
         if read not in ("after", "before"):
             raise ValueError(f"read must be 'after' or 'before', got {read!r}")
+        defer = self._defer_finite(X, causal=True)
         with self._atomic():
-            X, Y, w, g = self._prepare(X, y, sample_weight, gates)
+            X, Y, w, g = self._prepare(X, y, sample_weight, gates, defer_finite=defer)
             if queries is None:
                 Q = X
             else:
@@ -423,13 +433,18 @@ class BaseMemory(RegressorMixin, BaseEstimator):
                         f"queries has {Q.shape[0]} rows but X has {X.shape[0]}; "
                         "give one query per pair"
                     )
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                O = self._update_read(X, Y, Q, w, g, read == "after")
-            if not np.isfinite(O).all():
-                raise NonFiniteStateError(
-                    f"{type(self).__name__}: the causal outputs are non-finite; "
-                    "the update was rolled back and the memory is unchanged."
-                )
+            try:
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    O = self._update_read(X, Y, Q, w, g, read == "after")
+                if not all_finite(O):
+                    raise NonFiniteStateError(
+                        f"{type(self).__name__}: the causal outputs are non-finite; "
+                        "the update was rolled back and the memory is unchanged."
+                    )
+            except NonFiniteStateError:
+                if defer:  # bad input, not divergence: the error validation gives
+                    check_finite_inputs(X, Y)
+                raise
             self.n_seen_ += X.shape[0]
         return self._shape_out(O)
 

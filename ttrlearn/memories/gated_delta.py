@@ -180,9 +180,17 @@ class GatedDeltaMemory(BaseMemory):
             return unit_rows(X)
         return get_kernels(self.backend_, "step").unit_rows(X)
 
-    def _steps(self, K, w, gates):
+    def _keys_sq(self, X):
+        """The keys and their squared norms (float64), the norms computed in
+        the normalising pass where there is one (``None`` otherwise)."""
+        if not self.normalize_keys or self.backend_ == "cupy":
+            return self._keys(X), None
+        return get_kernels(self.backend_, "step").unit_rows_sq(X)
+
+    def _steps(self, K, w, gates, k2=None):
         b = gates["learning_rate"] * w
-        k2 = np.einsum("ij,ij->i", K, K).astype(np.float64)
+        if k2 is None:
+            k2 = np.einsum("ij,ij->i", K, K).astype(np.float64)
         if self.step == "implicit":
             return b / (1.0 + b * k2)
         bk = b * k2
@@ -198,15 +206,15 @@ class GatedDeltaMemory(BaseMemory):
         return b
 
     def _update(self, X, Y, w, gates):
-        K = self._keys(X)
-        b = self._steps(K, w, gates)
+        K, k2 = self._keys_sq(X)
+        b = self._steps(K, w, gates, k2)
         log_a = np.log(gates["decay"])
         M = self._k.gd_update(self.coef_, K, Y, b, log_a, self.chunk_size)
         self._commit(coef_=M, **self._transition(K, b, log_a))
 
     def _update_read(self, X, Y, Q, w, gates, after):
-        K = self._keys(X)
-        b = self._steps(K, w, gates)
+        K, k2 = self._keys_sq(X)
+        b = self._steps(K, w, gates, k2)
         log_a = np.log(gates["decay"])
         O, M = self._k.gd_update_read(
             self.coef_,
@@ -221,7 +229,13 @@ class GatedDeltaMemory(BaseMemory):
         self._commit(coef_=M, **self._transition(K, b, log_a))
         return O
 
-    _step_assumes = ("_update", "_keys", "_steps")
+    def _poisoned_by_nonfinite(self, causal=False):
+        # every key and value enters the state through products (k k^T, the
+        # step's residual, k^T u), none of them behind a comparison; a unit
+        # key with a NaN or infinite entry is NaN there
+        return True
+
+    _step_assumes = ("_update", "_keys", "_keys_sq", "_steps")
 
     def _step(self, x, v):
         g = self._plain_gates()

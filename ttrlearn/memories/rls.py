@@ -203,8 +203,10 @@ class RLSMemory(BaseMemory):
         ridge = base + keep * (self.ridge_ - base) - floor * math.expm1(total)
         return {"ridge_": float(ridge), "_log_decay_": self._log_decay_ + total}
 
-    def _poisoned_by_nonfinite(self):
-        return True  # H += x x^T, G += v x^T: any NaN or inf reaches them
+    def _poisoned_by_nonfinite(self, causal=False):
+        # H += x x^T, G += v x^T: any NaN or inf reaches them; the causal
+        # kernel hands chunks it cannot factor to the row-by-row path
+        return not causal
 
     _step_assumes = ("_update", "_finish", "_advanced")
 

@@ -32,7 +32,7 @@ from ttrlearn.kernels.numpy.step import (
     UNSTABLE_BELOW,
 )
 
-__all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows"]
+__all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows", "unit_rows_sq"]
 
 
 @njit(cache=CACHE, nogil=True, inline="always")
@@ -69,7 +69,17 @@ def la_step(M, z, phi, v, log_a):
     return Mn, zn, STEP_OK
 
 
-_LANES = 8  # partial sums of squares: vectorisable without fastmath
+@njit(cache=CACHE, nogil=True, fastmath={"reassoc"})
+def _sumsq(x):
+    """``sum_j x_j^2`` in float64. Reassociation only (NaN and infinity keep
+    their meaning) lets the compiler vectorise the sum (2.5x faster than
+    fixed interleaved partial sums); every caller runs this one compiled
+    function, so a row's norm is the same on every path."""
+    tot = 0.0
+    for j in range(x.shape[0]):
+        v = np.float64(x[j])
+        tot += v * v
+    return tot
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD, inline="always")
@@ -77,23 +87,12 @@ def _unit(x, k):
     """``k = x / ||x||``, zero rows staying zero, exact at any magnitude.
 
     float32 rows: squares summed in float64 (no float32 value can overflow
-    or underflow there) in ``_LANES`` interleaved partial sums, then one
-    rounding per entry. float64 rows: divided by their largest entry first,
-    as :func:`ttrlearn._utils.unit_rows` does."""
+    or underflow there, see :func:`_sumsq`), then one rounding per entry.
+    float64 rows: divided by their largest entry first, as
+    :func:`ttrlearn._utils.unit_rows` does."""
     n = x.shape[0]
     if x.itemsize == 4:
-        part = np.zeros(_LANES)
-        m = n - n % _LANES
-        for j0 in range(0, m, _LANES):
-            for u in range(_LANES):
-                v = np.float64(x[j0 + u])
-                part[u] += v * v
-        nrm = 0.0
-        for j in range(m, n):
-            v = np.float64(x[j])
-            nrm += v * v
-        for u in range(_LANES):
-            nrm += part[u]
+        nrm = _sumsq(x)
         r = 1.0 / np.sqrt(nrm) if nrm > 0 else 0.0
         for j in range(n):
             k[j] = x[j] * r
@@ -118,15 +117,39 @@ def _unit_rows(X, out, a, b):
         _unit(X[i], out[i])
 
 
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
+def _unit_rows_sq(X, out, sq, a, b):
+    """:func:`_unit_rows` that also writes each unit row's squared norm
+    (float64, :func:`_sumsq`) while the row is in cache."""
+    for i in range(a, b):
+        _unit(X[i], out[i])
+        sq[i] = _sumsq(out[i])
+
+
+def _split_rows(X, fn, *outs):
+    """``fn(X, *outs, a, b)`` over row runs ``[a, b)``, one per worker thread
+    for long inputs."""
+    n = X.shape[0]
+    parts = split_parts(n, n * X.shape[1], 1 << 18, min_rows=256)
+    cuts = part_bounds(n, parts)
+    run_parts(lambda k: fn(X, *outs, cuts[k], cuts[k + 1]), parts)
+
+
 def unit_rows(X):
     """Rows scaled to unit length (see :func:`_unit`), in one pass; long
     inputs are split over the worker threads."""
     out = np.empty_like(X)
-    n = X.shape[0]
-    parts = split_parts(n, n * X.shape[1], 1 << 18, min_rows=256)
-    cuts = part_bounds(n, parts)
-    run_parts(lambda k: _unit_rows(X, out, cuts[k], cuts[k + 1]), parts)
+    _split_rows(X, _unit_rows, out)
     return out
+
+
+def unit_rows_sq(X):
+    """``(unit_rows(X), squared norms of those rows)``, the norms (float64)
+    computed in the same pass (the gated delta rule's step sizes need them)."""
+    out = np.empty_like(X)
+    sq = np.empty(X.shape[0])
+    _split_rows(X, _unit_rows_sq, out, sq)
+    return out, sq
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)

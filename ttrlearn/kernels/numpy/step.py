@@ -30,7 +30,7 @@ from ttrlearn.kernels.numpy.gated_delta import gd_update
 from ttrlearn.kernels.numpy.linear_attention import la_update
 from ttrlearn.kernels.numpy.rls import cholesky_solve, rls_update
 
-__all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows"]
+__all__ = ["all_finite", "gd_step", "la_step", "rls_step", "unit_rows", "unit_rows_sq"]
 
 STEP_OK, STEP_BAD_INPUT, STEP_BAD_STATE, STEP_UNSTABLE, STEP_BAD_SHAPE = range(5)
 
@@ -127,3 +127,9 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
 def all_finite(a):
     """True when every entry of ``a`` is finite."""
     return bool(np.isfinite(a).all())
+
+
+def unit_rows_sq(X):
+    """``(unit_rows(X), squared norms of those rows)``, the norms in float64."""
+    K = unit_rows(X)
+    return K, np.einsum("ij,ij->i", K, K, dtype=np.float64)
