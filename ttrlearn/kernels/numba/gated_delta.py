@@ -131,6 +131,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
     gi = np.empty(C_max)
     gq = np.empty(C_max)
     lg = np.empty(C_max)
+    eg = np.empty(C_max)
     WQ = np.empty((2 * C_max, d_k), dtype=M.dtype)
     U = np.empty((C_max, d_v), dtype=M.dtype)
     # every product goes to a buffer allocated once (flat, so a shorter
@@ -157,6 +158,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
         for i in range(C):
             gr[i] = np.exp(lg[i] - lg[0])
             gi[i] = 1.0 / gr[i]
+            eg[i] = np.exp(lg[i])  # the decay since the chunk's entry
         A = np.dot(Kc, Kc.T, A_buf[: C * C].reshape((C, C)))
         # K S (and Q S) in one GEMM; with the queries being the keys, K S
         # serves both
@@ -176,7 +178,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
         Ut = U[:C]
         for i in range(C):
             bi = b[s + i]
-            bg = dt(bi * np.exp(lg[i]))
+            bg = dt(bi * eg[i])
             bd = dt(bi)
             for j in range(d_v):
                 Ut[i, j] = bd * V[s + i, v0 + j] - bg * R[i, j]
@@ -199,7 +201,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
             # query t sees rows j <= t (after) / j < t (before)
             for i in range(C):
                 if after:
-                    gq[i] = np.exp(lg[i])
+                    gq[i] = eg[i]
                     lim = i + 1
                     ri = gr[i]
                 elif i == 0:
@@ -207,7 +209,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
                     lim = 0
                     ri = 1.0
                 else:
-                    gq[i] = np.exp(lg[i - 1])
+                    gq[i] = eg[i - 1]
                     lim = i
                     ri = gr[i - 1]
                 for j in range(lim):
@@ -226,7 +228,7 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
             t = dt(gr[C - 1] * gi[i])
             for j in range(d_k):
                 Kt[i, j] = t * Kc[i, j]
-        gC = dt(np.exp(lg[C - 1]))
+        gC = dt(eg[C - 1])
         np.dot(Kt.T, Ut, dS)
         for i in range(d_k):
             for j in range(d_v):
