@@ -138,6 +138,13 @@ def _update_read(M, z, Phi, V, PhiQ, w, log_a, after, normalize, bounds):
     lg = np.empty(C_max)
     gr = np.empty(C_max)
     Vc = np.empty((C_max, d_v), dtype=M.dtype)
+    gcol = np.empty(C_max, dtype=M.dtype)
+    # products go to buffers allocated once (flat, so a shorter chunk's view
+    # is still contiguous for BLAS)
+    sc_buf = np.empty(C_max * C_max, dtype=M.dtype)
+    num_buf = np.empty(C_max * d_v, dtype=M.dtype)
+    in_buf = np.empty(C_max * d_v, dtype=M.dtype)
+    dM = np.empty((d_v, d), dtype=M.dtype)
     for c in range(bounds.shape[0] - 1):
         s = bounds[c]
         e = bounds[c + 1]
@@ -150,8 +157,7 @@ def _update_read(M, z, Phi, V, PhiQ, w, log_a, after, normalize, bounds):
             gr[i] = np.exp(lg[i] - lg[0])
         P = Phi[s:e]
         Pq = PhiQ[s:e]
-        scores = np.dot(Pq, P.T)
-        gcol = np.empty(C, dtype=M.dtype)
+        scores = np.dot(Pq, P.T, sc_buf[: C * C].reshape((C, C)))
         for t in range(C):
             if after:
                 lim = t + 1
@@ -169,8 +175,8 @@ def _update_read(M, z, Phi, V, PhiQ, w, log_a, after, normalize, bounds):
                 scores[t, i] *= dt(w[s + i] * ltr / gr[i])
             for i in range(lim, C):
                 scores[t, i] = 0
-        num = np.dot(Pq, M.T)
-        intra = np.dot(scores, V[s:e])
+        num = np.dot(Pq, M.T, num_buf[: C * d_v].reshape((C, d_v)))
+        intra = np.dot(scores, V[s:e], in_buf[: C * d_v].reshape((C, d_v)))
         if normalize:
             for t in range(C):
                 den = gcol[t] * np.dot(Pq[t], z)
@@ -190,13 +196,16 @@ def _update_read(M, z, Phi, V, PhiQ, w, log_a, after, normalize, bounds):
             for j in range(d_v):
                 Vc[i, j] = ci * V[s + i, j]
         gC = dt(np.exp(tot))
-        M = gC * M + np.dot(Vc[:C].T, P)
-        zn = z * gC
+        np.dot(Vc[:C].T, P, dM)
+        for i in range(d_v):
+            for j in range(d):
+                M[i, j] = gC * M[i, j] + dM[i, j]
+        for j in range(d):
+            z[j] *= gC
         for i in range(C):
             ci = dt(w[s + i] * np.exp(tot - lg[i]))
             for j in range(d):
-                zn[j] += ci * P[i, j]
-        z = zn
+                z[j] += ci * P[i, j]
     return O, M, z
 
 
