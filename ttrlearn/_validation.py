@@ -318,14 +318,22 @@ def check_gate(name, value, n, *, low, high, low_open, high_open=False):
             f"gate {name!r}: pass a 0-d gate as a Python float, not a CuPy array"
         )
     if isinstance(value, numbers.Real) or np.ndim(value) == 0:
-        arr = np.full(n, float(value))
-    else:
-        arr = np.asarray(value, dtype=np.float64)
-        if arr.shape != (n,):
-            raise ValueError(
-                f"gate {name!r} must be a scalar or have shape ({n},), one value "
-                f"per row; got shape {arr.shape}"
-            )
+        # the scalar is checked once, not each of its n copies
+        one = _checked_gate(
+            name, np.array([float(value)]), low, high, low_open, high_open
+        )
+        return np.full(n, one[0])
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n,):
+        raise ValueError(
+            f"gate {name!r} must be a scalar or have shape ({n},), one value "
+            f"per row; got shape {arr.shape}"
+        )
+    return _checked_gate(name, arr, low, high, low_open, high_open)
+
+
+def _checked_gate(name, arr, low, high, low_open, high_open):
+    """``arr`` (float64) after checking it is finite and in the domain."""
     if not all_finite(arr):
         raise ValueError(f"gate {name!r} contains NaN or infinity")
     bad_mask = outside_domain(arr, low, high, low_open, high_open)
