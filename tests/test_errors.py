@@ -130,6 +130,11 @@ BAD_CALLS = {
         ValueError,
         "decay",
     ),
+    "decay-nan-scalar": (
+        lambda m: m.partial_fit(GOOD_X, GOOD_Y, decay=float("nan")),
+        ValueError,
+        "decay",
+    ),
     "negative-weight": (
         lambda m: m.partial_fit(GOOD_X, GOOD_Y, sample_weight=[1, -1, 1]),
         ValueError,
