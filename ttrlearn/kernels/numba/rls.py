@@ -360,11 +360,14 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
             return H, G, c
         Xc = X[s:e]
         Yc = Y[s:e]
-        # whitened entry estimate: M0 q = GtT^T (R^{-1} q)
-        GtT = np.ascontiguousarray(G.T)
-        _solve_lower(R, GtT, False)
-        Zx = np.ascontiguousarray(Xc.T)
-        _solve_lower(R, Zx, False)
+        # whitened entry estimate: M0 q = GtT^T (R^{-1} q); R^{-1} G^T and
+        # R^{-1} X_c^T in one substitution (rows twice as long)
+        B = np.empty((d, d_v + C))
+        B[:, :d_v] = G.T
+        B[:, d_v:] = Xc.T
+        _solve_lower(R, B, False)
+        GtT = np.ascontiguousarray(B[:, :d_v])
+        Zx = np.ascontiguousarray(B[:, d_v:])
         XM = np.dot(Zx.T, GtT)  # X_c M0^T
         la0 = log_a[s]
         root = np.exp(-0.5 * la0)
