@@ -219,6 +219,25 @@ def test_rls_update_large_blocks(p):
     close(G1, G0, dt)
 
 
+@pytest.mark.parametrize("m", [1, 5, 16, 17, 40, 64, 127, 128, 150])
+@pytest.mark.parametrize("trans", [False, True])
+def test_triangular_solve_every_path(m, trans):
+    """Row-by-row (order <= SUBST_BLOCK), blocked (below SUBST_MAX) and dtrsm
+    substitutions all solve ``L X = B`` (``L^T X = B``) to rounding, zeros
+    in ``L`` included."""
+    from scipy.linalg import solve_triangular
+
+    rng = np.random.default_rng(m)
+    A = rng.normal(size=(m, m))
+    L = np.linalg.cholesky(A @ A.T + m * np.eye(m))
+    L[m - 1, : m // 2] = 0.0  # exact zeros below the diagonal
+    B = rng.normal(size=(m, 37))
+    X = B.copy()
+    nb_rls._solve_lower(L, X, trans)
+    want = solve_triangular(L, B, lower=True, trans=1 if trans else 0)
+    np.testing.assert_allclose(X, want, rtol=1e-12, atol=1e-12)
+
+
 def test_rls_update_read_matches_oracle():
     rng = np.random.default_rng(3)
     n, d, d_v = 203, 7, 3
