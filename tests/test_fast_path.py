@@ -372,9 +372,8 @@ DEFER_MEMORIES = {
     ),
     "gd-segment-map": lambda: GatedDeltaMemory(track_segment_map=True),
 }
-#: memories whose causal kernel hands chunks it cannot factor to a slower
-#: path: ``partial_fit_predict`` keeps the finiteness pass
-CAUSAL_CHECKED = ("rls", "rls-fixed-stabilized")
+#: memories whose ``partial_fit_predict`` keeps the finiteness pass
+CAUSAL_CHECKED = ()
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
@@ -428,6 +427,31 @@ def test_large_bad_input_is_reported_as_bad_input(
     (X if where == "X" else Y)[n // 3, 1] = 0.5
     getattr(mem, method)(X, Y)
     assert mem.n_seen_ == 10 + n
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("where", ["X", "y"])
+def test_rls_causal_outputs_stop_at_a_non_finite_state(backend, where):
+    """Unchecked NaN input to RLS's chunked causal outputs: the chunk that
+    meets it may go row by row, but no later chunk does (the state stays
+    non-finite, so the call fails anyway); the error names the input."""
+    from ttrlearn.kernels.numpy import rls as np_rls
+
+    rng = np.random.default_rng(2)
+    mem = RLSMemory(forgetting_factor=0.999, backend=backend)
+    mem.fit(rng.normal(size=(10, 16)), rng.normal(size=(10, 3)))
+    X, Y = rng.normal(size=(20_000, 16)), rng.normal(size=(20_000, 3))
+    (X if where == "X" else Y)[1000, 2] = np.nan
+    before = _fingerprint_plain(mem)
+    with (
+        pytest.raises(ValueError, match=f"Input {where} contains NaN"),
+        mock.patch.object(
+            np_rls, "_rows_one_by_one", wraps=np_rls._rows_one_by_one
+        ) as rows,
+    ):
+        mem.partial_fit_predict(X, Y)
+    assert rows.call_count <= 1
+    _assert_same(before, _fingerprint_plain(mem))
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)

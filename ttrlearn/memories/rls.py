@@ -204,9 +204,9 @@ class RLSMemory(BaseMemory):
         return {"ridge_": float(ridge), "_log_decay_": self._log_decay_ + total}
 
     def _poisoned_by_nonfinite(self, causal=False):
-        # H += x x^T, G += v x^T: any NaN or inf reaches them; the causal
-        # kernel hands chunks it cannot factor to the row-by-row path
-        return not causal
+        # H += x x^T, G += v x^T: any NaN or inf reaches them (the causal
+        # kernels stop at the first chunk that finds the state non-finite)
+        return True
 
     _step_assumes = ("_update", "_finish", "_advanced")
 

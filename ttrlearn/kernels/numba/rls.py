@@ -479,6 +479,9 @@ def _segment(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
         if c0 >= nc:
             break
         s, e = bounds[c0], bounds[c0 + 1]
+        if not (np.isfinite(H).all() and np.isfinite(G).all()):
+            O[s:] = np.nan  # as the NumPy kernel: it stays non-finite
+            return H, G
         O[s:e] = _np_rls._rows_one_by_one(
             H, G, ridge, decayed, X[s:e], Y[s:e], Q[s:e], w[s:e], log_a[s:e], after
         )

@@ -116,7 +116,9 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     fixed and a decay != 1 occurs in the chunk (no low-rank structure), or the
     system is singular, or the chunk's rows outweigh its entry system so much
     that the Woodbury form would lose digits (:data:`PIVOT_FLOOR`), rows are
-    solved one at a time. Returns ``(O, H, G)``.
+    solved one at a time; once the state is non-finite (overflow, or NaN or
+    infinite input left unchecked by the caller) the remaining outputs are NaN
+    and that state is returned as it is. Returns ``(O, H, G)``.
     """
     n = X.shape[0]
     dt = H.dtype
@@ -130,6 +132,11 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
         if decayed or not np.any(la):
             Oc = _woodbury_chunk(H + ridge * eye, G, Xc, Yc, Qc, wc, la, after)
         if Oc is None:
+            if not (np.isfinite(H).all() and np.isfinite(G).all()):
+                # a non-finite state stays non-finite: no row-by-row crawl
+                # through the rest of the input for a call that will fail
+                O[s:] = np.nan
+                return O, H, G
             Oc = _rows_one_by_one(H, G, ridge, decayed, Xc, Yc, Qc, wc, la, after)
         O[s:e] = Oc
         H, G = rls_update(H, G, Xc, Yc, wc, la)
