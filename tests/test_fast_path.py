@@ -372,8 +372,6 @@ DEFER_MEMORIES = {
     ),
     "gd-segment-map": lambda: GatedDeltaMemory(track_segment_map=True),
 }
-#: memories whose ``partial_fit_predict`` keeps the finiteness pass
-CAUSAL_CHECKED = ()
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
@@ -419,9 +417,7 @@ def test_large_bad_input_is_reported_as_bad_input(
         ) as deferred,
     ):
         getattr(mem, method)(X, Y, sample_weight=w if weighted else None)
-    checked = method == "partial_fit_predict" and name in CAUSAL_CHECKED
-    # caught by the state check, then named (or by the up-front pass)
-    assert deferred.call_count == (0 if checked else 1)
+    assert deferred.call_count == 1  # caught by the state check, then named
     _assert_same(before, _fingerprint_plain(mem))
     # the same input, finite, is absorbed
     (X if where == "X" else Y)[n // 3, 1] = 0.5
