@@ -543,6 +543,58 @@ class _TanhMap(LinearAttentionMemory):
         return np.tanh(X)
 
 
+class _CleanValues(RLSMemory):
+    """A user subclass whose causal update cleans its values."""
+
+    def _update_read(self, X, Y, Q, w, gates, after):
+        return super()._update_read(X, np.nan_to_num(Y), Q, w, gates, after)
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_subclass_overriding_update_read_keeps_the_finiteness_pass(backend):
+    """Deferring the pass relies on the class's own ``_update_read``: one
+    that could turn NaN finite gets the checked path, at any size."""
+    rng = np.random.default_rng(4)
+    mem = _CleanValues(backend=backend).fit(np.ones((3, 16)), np.ones((3, 2)))
+    X, Y = rng.normal(size=(20_000, 16)), rng.normal(size=(20_000, 2))
+    Y[5, 1] = np.nan
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        mem.partial_fit_predict(X, Y)
+    assert mem.n_seen_ == 3
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("method", ["partial_fit", "partial_fit_predict"])
+def test_unchecked_infinite_key_is_bad_input_not_divergence(backend, method):
+    """An infinite raw key on the deferred path must not warn of an unstable
+    explicit step (a warning turned error would hide the ValueError)."""
+    rng = np.random.default_rng(5)
+    mem = GatedDeltaMemory(normalize_keys=False, learning_rate=0.1, backend=backend)
+    mem.fit(rng.normal(size=(3, 16)) / 8, rng.normal(size=(3, 2)))
+    X, Y = rng.normal(size=(20_000, 16)) / 8, rng.normal(size=(20_000, 2))
+    X[7, 3] = np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="Input X contains NaN or infinity"):
+            getattr(mem, method)(X, Y)
+    assert mem.n_seen_ == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_all_finite_when_the_sum_overflows(dtype):
+    """A finite array whose sum overflows takes the elementwise test."""
+    from ttrlearn._validation import all_finite
+
+    big = np.full((300, 7), np.finfo(dtype).max / 2, dtype=dtype)
+    assert all_finite(big)
+    for bad in (np.inf, -np.inf, np.nan):
+        b = big.copy()
+        b[123, 4] = bad
+        assert not all_finite(b)
+    assert all_finite(np.arange(10)) and all_finite(np.zeros(0))
+    assert not all_finite(np.array([1 + 1j, complex(np.nan, 0)]))
+
+
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
 def test_subclasses_overriding_hooks_take_the_general_path(backend):
     rng = np.random.default_rng(0)

@@ -34,8 +34,8 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     A memory absorbs key-value pairs in row order with :meth:`partial_fit` and
     recalls with :meth:`predict`. Subclasses implement ``_init_state``,
     ``_update`` and ``_update_read`` (and ``_read``) on validated, contiguous
-    arrays (``_update`` sees unchecked finiteness on large input where the
-    subclass declares ``_poisoned_by_nonfinite``), and optionally a one-pair
+    arrays (both see unchecked finiteness on large input where the subclass
+    declares ``_poisoned_by_nonfinite``), and optionally a one-pair
     ``_step``; this class owns validation, the first-call logic, per-sample gates,
     backend resolution and the all-or-nothing guarantee: a call that raises
     leaves every attribute exactly as it was, and an update that would make
@@ -140,18 +140,20 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """Hook for checks across parameters (first call only)."""
         self._dtype_  # noqa: B018 - raises on a bad dtype
 
-    def _poisoned_by_nonfinite(self, causal=False):
+    def _poisoned_by_nonfinite(self):
         """Hook: True when any NaN or infinity in the keys or values is sure
-        to make the state absorbed by ``_update`` non-finite (plain products,
-        no feature map that could map -inf to 0); with ``causal``, the state
-        or the outputs of ``_update_read`` (False where its kernel hands
-        chunks it cannot factor to a slower path). Such memories skip the
-        finiteness pass over large inputs in ``partial_fit`` (and
-        ``partial_fit_predict``): a non-finite input is then caught by the
-        state (or output) check, and reported as bad input."""
+        to make the state absorbed by ``_update``, and the state or outputs
+        of ``_update_read``, non-finite (plain products, no feature map that
+        could map -inf to 0), and neither then runs much slower than on
+        finite input (a kernel that hands chunks it cannot factor to a
+        row-by-row path must stop once the state is non-finite). Such
+        memories skip the finiteness pass over large inputs in
+        ``partial_fit`` and ``partial_fit_predict``: a non-finite input is
+        then caught by the state (or output) check, and reported as bad
+        input."""
         return False
 
-    def _defer_finite(self, X, causal=False):
+    def _defer_finite(self, X):
         """Whether the finiteness pass over ``X`` and ``y`` can be left to
         the state check (see :meth:`_poisoned_by_nonfinite`)."""
         return (
@@ -159,7 +161,7 @@ class BaseMemory(RegressorMixin, BaseEstimator):
             and X.size >= DEFER_FINITE_SIZE
             and self.__sklearn_is_fitted__()
             and self._own_hooks()
-            and self._poisoned_by_nonfinite(causal)
+            and self._poisoned_by_nonfinite()
         )
 
     def _prepare(self, X, y, sample_weight, gates, *, defer_finite=False):
@@ -224,13 +226,19 @@ class BaseMemory(RegressorMixin, BaseEstimator):
     @classmethod
     def _own_hooks(cls):
         """Whether ``cls`` runs the ``_step`` / ``_poisoned_by_nonfinite``
-        shortcuts of the class that defines them on that class's own update
-        (a subclass overriding a hook they assume, say ``_keys`` or ``_phi``,
-        gets the general path only)."""
+        shortcuts of the class that defines them on that class's own
+        ``_update`` and ``_update_read`` (a subclass overriding a hook they
+        assume, say ``_keys``, ``_phi`` or ``_update_read``, gets the general
+        path only)."""
         ok = _OWN_HOOKS.get(cls)
         if ok is None:
             owner = next(c for c in cls.__mro__ if "_step" in c.__dict__)
-            names = ("_step", "_poisoned_by_nonfinite", *owner._step_assumes)
+            names = (
+                "_step",
+                "_poisoned_by_nonfinite",
+                "_update_read",
+                *owner._step_assumes,
+            )
             ok = owner is not BaseMemory and all(
                 getattr(cls, n) is getattr(owner, n) for n in names
             )
@@ -313,9 +321,10 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         that kernel declines, takes the general validated path. Both give the
         same memory up to rounding. On large plain input to a memory whose
         state any NaN or infinity would poison (linear attention with the
-        identity map, RLS), the separate finiteness pass is skipped: the
-        check of the new state catches such input, which is then reported as
-        invalid input, with the memory unchanged.
+        identity map, RLS, the gated delta rule), the separate finiteness
+        pass is skipped: the check of the new state catches such input,
+        which is then reported as invalid input, with the memory unchanged.
+        :meth:`partial_fit_predict` does the same.
         """
         if sample_weight is None and not gates and self._fast_partial_fit(X, y):
             return self
@@ -421,7 +430,7 @@ class BaseMemory(RegressorMixin, BaseEstimator):
         """
         if read not in ("after", "before"):
             raise ValueError(f"read must be 'after' or 'before', got {read!r}")
-        defer = self._defer_finite(X, causal=True)
+        defer = self._defer_finite(X)
         with self._atomic():
             X, Y, w, g = self._prepare(X, y, sample_weight, gates, defer_finite=defer)
             if queries is None:

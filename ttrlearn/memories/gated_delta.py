@@ -190,12 +190,15 @@ class GatedDeltaMemory(BaseMemory):
     def _steps(self, K, w, gates, k2=None):
         b = gates["learning_rate"] * w
         if k2 is None:
-            k2 = np.einsum("ij,ij->i", K, K).astype(np.float64)
+            k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
         if self.step == "implicit":
             return b / (1.0 + b * k2)
         bk = b * k2
-        if np.any(bk >= 2):
-            t = int(np.argmax(bk >= 2))
+        # an infinite k2 comes from a non-finite key (float64 sums of float32
+        # squares do not overflow): bad input, reported as such later
+        big = (bk >= 2) & np.isfinite(bk)
+        if np.any(big):
+            t = int(np.argmax(big))
             warnings.warn(
                 f"explicit delta step with learning_rate * ||k||^2 = {bk[t]:.3g} >= 2 "
                 f"at row {t}: the memory may diverge along that key. Normalise the "
@@ -229,7 +232,7 @@ class GatedDeltaMemory(BaseMemory):
         self._commit(coef_=M, **self._transition(K, b, log_a))
         return O
 
-    def _poisoned_by_nonfinite(self, causal=False):
+    def _poisoned_by_nonfinite(self):
         # every key and value enters the state through products (k k^T, the
         # step's residual, k^T u), none of them behind a comparison; a unit
         # key with a NaN or infinite entry is NaN there

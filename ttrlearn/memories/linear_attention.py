@@ -203,7 +203,7 @@ class LinearAttentionMemory(BaseMemory):
         self._log_decay_ = self._log_decay_ + float(log_a.sum())
         return O
 
-    def _poisoned_by_nonfinite(self, causal=False):
+    def _poisoned_by_nonfinite(self):
         # M += v phi(k)^T, z += phi(k); elu+1 and relu map -inf to 0
         return self.feature_map == "identity"
 

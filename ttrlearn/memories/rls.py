@@ -203,7 +203,7 @@ class RLSMemory(BaseMemory):
         ridge = base + keep * (self.ridge_ - base) - floor * math.expm1(total)
         return {"ridge_": float(ridge), "_log_decay_": self._log_decay_ + total}
 
-    def _poisoned_by_nonfinite(self, causal=False):
+    def _poisoned_by_nonfinite(self):
         # H += x x^T, G += v x^T: any NaN or inf reaches them (the causal
         # kernels stop at the first chunk that finds the state non-finite)
         return True
