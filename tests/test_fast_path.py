@@ -8,6 +8,7 @@ fallback, with the memory unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from unittest import mock
 
@@ -374,6 +375,17 @@ DEFER_MEMORIES = {
 }
 
 
+@contextlib.contextmanager
+def _bad_input_spy(where, module, attr):
+    """Expect the bad-input ValueError naming ``where``; yield a spy on
+    ``module.attr`` (the function still runs)."""
+    with (
+        pytest.raises(ValueError, match=f"Input {where} contains NaN or infinity"),
+        mock.patch.object(module, attr, wraps=getattr(module, attr)) as spy,
+    ):
+        yield spy
+
+
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
 @pytest.mark.parametrize("name", list(DEFER_MEMORIES))
 @pytest.mark.parametrize(
@@ -410,12 +422,7 @@ def test_large_bad_input_is_reported_as_bad_input(
     before = _fingerprint_plain(mem)
     import ttrlearn._base as base
 
-    with (
-        pytest.raises(ValueError, match=f"Input {where} contains NaN or infinity"),
-        mock.patch.object(
-            base, "check_finite_inputs", wraps=base.check_finite_inputs
-        ) as deferred,
-    ):
+    with _bad_input_spy(where, base, "check_finite_inputs") as deferred:
         getattr(mem, method)(X, Y, sample_weight=w if weighted else None)
     assert deferred.call_count == 1  # caught by the state check, then named
     _assert_same(before, _fingerprint_plain(mem))
@@ -439,12 +446,7 @@ def test_rls_causal_outputs_stop_at_a_non_finite_state(backend, where):
     X, Y = rng.normal(size=(20_000, 16)), rng.normal(size=(20_000, 3))
     (X if where == "X" else Y)[1000, 2] = np.nan
     before = _fingerprint_plain(mem)
-    with (
-        pytest.raises(ValueError, match=f"Input {where} contains NaN"),
-        mock.patch.object(
-            np_rls, "_rows_one_by_one", wraps=np_rls._rows_one_by_one
-        ) as rows,
-    ):
+    with _bad_input_spy(where, np_rls, "_rows_one_by_one") as rows:
         mem.partial_fit_predict(X, Y)
     assert rows.call_count <= 1
     _assert_same(before, _fingerprint_plain(mem))
