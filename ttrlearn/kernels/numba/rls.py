@@ -149,7 +149,7 @@ def _subst_blocked(L, B, trans):
         blk = nblk - 1 - step if trans else step
         i0 = blk * nb
         i1 = min(i0 + nb, m)
-        _subst(L[i0:i1, i0:i1], B[i0:i1], trans)
+        _subst(np.ascontiguousarray(L[i0:i1, i0:i1]), B[i0:i1], trans)
         if trans and i0 > 0:  # rows above: B[:i0] -= L[i0:i1, :i0]^T B[i0:i1]
             U = np.dot(np.ascontiguousarray(L[i0:i1, :i0].T), B[i0:i1])
             for i in range(i0):
