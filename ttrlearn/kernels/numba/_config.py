@@ -24,6 +24,7 @@ __all__ = [
     "WORKERS",
     "part_bounds",
     "run_parts",
+    "run_runs",
     "single_thread_blas",
     "split_parts",
     "thread_pool",
@@ -207,6 +208,13 @@ def run_parts(fn, parts):
     for k, f in futures.items():
         out[k] = f.result()
     return out
+
+
+def run_runs(fn, n, parts):
+    """``[fn(a, b), ...]`` over ``parts`` near-equal runs ``[a, b)`` of
+    ``range(n)`` (see :func:`part_bounds`), run as :func:`run_parts` does."""
+    cuts = part_bounds(n, parts)
+    return run_parts(lambda k: fn(cuts[k], cuts[k + 1]), parts)
 
 
 def _after_fork_in_child():

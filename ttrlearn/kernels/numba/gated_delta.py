@@ -25,8 +25,7 @@ from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_GD,
     GD_FUSED_MAX_STATE,
-    part_bounds,
-    run_parts,
+    run_runs,
     single_thread_blas,
     split_parts,
 )
@@ -247,17 +246,15 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
     O = np.empty((n if has_q else 0, d_v), dtype=M.dtype)
     # value columns are independent: one block per core for long inputs
     parts = split_parts(d_v, min_rows=16) if n >= 4096 else 1
-    cuts = part_bounds(d_v, parts)
 
-    def block(k):
-        a, e = cuts[k], cuts[k + 1]
+    def block(a, e):
         return _chunked(
             np.ascontiguousarray(M[a:e]), K, V, Qa, b, log_a, bool(after), has_q,
             q_is_k, bounds, a, O,
         )  # fmt: skip
 
     with single_thread_blas(n > 256):
-        states = run_parts(block, parts)
+        states = run_runs(block, d_v, parts)
     return O, states[0] if parts == 1 else np.concatenate(states, axis=0)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from ttrlearn.kernels.numba._config import (
-    run_parts,
+    run_runs,
     single_thread_blas,
     split_parts,
 )
@@ -167,16 +167,15 @@ def _fast_nw(K, V, lw, Q, kernel, h):
     blocks = [(s, min(s + _BLOCK_Q, m)) for s in range(0, m, _BLOCK_Q)]
     work = K.shape[0] * m * (K.shape[1] + d_v)
     # query blocks are independent: consecutive runs of them, one per worker
-    step = -(-len(blocks) // split_parts(len(blocks), work, 4_000_000))
-    parts = [blocks[i : i + step] for i in range(0, len(blocks), max(step, 1))]
+    parts = split_parts(len(blocks), work, 4_000_000)
 
-    def job(k):
-        for s, e in parts[k]:
+    def job(a, b):
+        for s, e in blocks[a:b]:
             _rows(Qs[s:e], K, V, bias, _BLOCK_K, out[s:e])
 
-    if parts:
+    if blocks:
         with single_thread_blas(True):
-            run_parts(job, len(parts))
+            run_runs(job, len(blocks), parts)
     return out
 
 

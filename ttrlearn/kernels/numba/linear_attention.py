@@ -27,8 +27,7 @@ from numba import njit
 from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_LA,
-    part_bounds,
-    run_parts,
+    run_runs,
     single_thread_blas,
     split_parts,
 )
@@ -106,15 +105,14 @@ def _weighted_update(M, z, Phi, V, w, log_a, block):
     # a sum over rows: one run of rows per worker, each on one BLAS thread
     work = n * Phi.shape[1] * V.shape[1]
     parts = split_parts(n, work, _SPLIT_WORK, min_rows=block)
-    cuts = part_bounds(n, parts)
-    tails = [0.0 if plain else float(log_a[cuts[k + 1] :].sum()) for k in range(parts)]
 
-    def part(k):
-        return _moments(Phi, V, w, log_a, cuts[k], cuts[k + 1], tails[k], plain, block)
+    def part(a, b):
+        tail = 0.0 if plain else float(log_a[b:].sum())  # decay of later rows
+        return _moments(Phi, V, w, log_a, a, b, tail, plain, block)
 
     # (on smaller inputs the ~30 us of switching BLAS threads is not repaid)
     with single_thread_blas(parts > 1 or work > _SPLIT_WORK):
-        moments = run_parts(part, parts)
+        moments = run_runs(part, n, parts)
     scale = dt.type(np.exp(log_a.sum()))
     Mn = M * scale
     z64 = np.zeros(Phi.shape[1])

@@ -30,6 +30,7 @@ from ttrlearn.kernels.numba._config import (
     FASTMATH_RLS,
     part_bounds,
     run_parts,
+    run_runs,
     single_thread_blas,
     split_parts,
 )
@@ -311,23 +312,22 @@ def rls_update(H, G, X, Y, w, log_a):
         with single_thread_blas(10_000 < n * d**2 < 2_000_000):
             Hn, Gn = _update(H8, G8, X8, Y8, w, log_a, _ROWS_PER_BLOCK)
         return Hn.astype(dt, copy=False), Gn.astype(dt, copy=False)
-    cuts = part_bounds(n, parts)
     zH = np.zeros_like(H8)
     zG = np.zeros_like(G8)
 
-    def part(k):
-        a, b = cuts[k], cuts[k + 1]
-        return _update(zH, zG, X8[a:b], Y8[a:b], w[a:b], log_a[a:b], _ROWS_PER_BLOCK)
+    def part(a, b):
+        Hk, Gk = _update(zH, zG, X8[a:b], Y8[a:b], w[a:b], log_a[a:b], _ROWS_PER_BLOCK)
+        after = np.exp(log_a[b:].sum())  # decay of the later rows
+        return after * Hk, after * Gk
 
     with single_thread_blas():
-        moments = run_parts(part, parts)
+        moments = run_runs(part, n, parts)
     scale = np.exp(log_a.sum())
     Hn = scale * H8
     Gn = scale * G8
-    for k, (Hk, Gk) in enumerate(moments):
-        after = np.exp(log_a[cuts[k + 1] :].sum())  # decay of the later rows
-        Hn += after * Hk
-        Gn += after * Gk
+    for Hk, Gk in moments:
+        Hn += Hk
+        Gn += Gk
     return Hn.astype(dt, copy=False), Gn.astype(dt, copy=False)
 
 

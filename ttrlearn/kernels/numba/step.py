@@ -18,8 +18,7 @@ from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_GD,
     FASTMATH_RLS,
-    part_bounds,
-    run_parts,
+    run_runs,
     split_parts,
 )
 from ttrlearn.kernels.numba.rls import _solve
@@ -131,8 +130,7 @@ def _split_rows(X, fn, *outs):
     for long inputs."""
     n = X.shape[0]
     parts = split_parts(n, n * X.shape[1], 1 << 18, min_rows=256)
-    cuts = part_bounds(n, parts)
-    run_parts(lambda k: fn(X, *outs, cuts[k], cuts[k + 1]), parts)
+    run_runs(lambda a, b: fn(X, *outs, a, b), n, parts)
 
 
 def unit_rows(X):

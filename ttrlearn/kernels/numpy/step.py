@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from ttrlearn._utils import unit_rows
+from ttrlearn._validation import all_finite
 from ttrlearn.kernels.numpy.gated_delta import gd_update
 from ttrlearn.kernels.numpy.linear_attention import la_update
 from ttrlearn.kernels.numpy.rls import cholesky_solve, rls_update
@@ -122,11 +123,6 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
     if coef is None or not _finite(coef):
         return H, G, G, STEP_BAD_STATE
     return Hn, Gn, coef.astype(H.dtype, copy=False), STEP_OK
-
-
-def all_finite(a):
-    """True when every entry of ``a`` is finite."""
-    return bool(np.isfinite(a).all())
 
 
 def unit_rows_sq(X):
