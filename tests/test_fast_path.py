@@ -26,6 +26,7 @@ from ttrlearn import (
     LinearAttentionMemory,
     NonFiniteStateError,
     RLSMemory,
+    reference,
 )
 from ttrlearn._base import BaseMemory
 from ttrlearn.kernels.numba import step as nb_step
@@ -656,3 +657,58 @@ def test_zero_dimensional_values_get_sklearns_error_at_any_size():
     for n in (1, 100):  # not an IndexError from the light path
         with pytest.raises(TypeError, match="at least 1 dimension"):
             mem.partial_fit(np.ones((n, 2)), np.array(1.0))
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+@pytest.mark.parametrize("method", ["partial_fit", "partial_fit_predict"])
+@pytest.mark.parametrize("step", ["explicit", "implicit"])
+def test_in_kernel_key_scaling_equals_the_unit_keys_path(backend, method, step):
+    """The kernels' ``normalize`` / ``implicit`` flags (raw rows to the
+    kernel) give what the unit keys and step sizes computed first give (the
+    path a segment map takes), warnings included: same rows, same text."""
+    rng = np.random.default_rng(11)
+    n, d = 300, 24
+    X = rng.normal(size=(n, d)) * rng.uniform(0.01, 30, (n, 1))
+    X[[5, 77]] = 0.0  # zero keys: ||k||^2 = 0, never divergent
+    Q = rng.normal(size=(n, d))
+    Y = rng.normal(size=(n, 3))
+    rate = rng.uniform(0.1, 0.9, n)
+    rate[[5, 40, 41, 200]] = [3.0, 1.5, 2.5, 2.0]  # rows 41 and 200 warn
+    out = []
+    for track in (False, True):
+        mem = GatedDeltaMemory(
+            decay=0.97, step=step, track_segment_map=track, backend=backend
+        ).fit(X[:1], Y[:1])
+        kw = {"learning_rate": rate}
+        if method == "partial_fit_predict":
+            kw["queries"] = Q
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            res = getattr(mem, method)(X, Y, **kw)
+        if method == "partial_fit":
+            res = mem.predict(Q)
+        msgs = [str(i.message) for i in w if i.category is DivergenceWarning]
+        out.append((res, mem.coef_, msgs))
+    (r0, c0, w0), (r1, c1, w1) = out
+    np.testing.assert_allclose(r0, r1, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(c0, c1, rtol=1e-10, atol=1e-12)
+    assert w0 == w1
+    if step == "explicit":
+        assert len(w0) == 1 and "at row 41" in w0[0]
+    else:
+        assert w0 == []
+
+
+@pytest.mark.parametrize("backend", HOST_BACKENDS)
+def test_subclass_key_map_is_honoured_by_the_chunked_path(backend):
+    """A subclass overriding ``_keys`` keeps its key map on long inputs (the
+    kernels' in-chunk key scaling is the class's own map only)."""
+    rng = np.random.default_rng(12)
+    X, Y = rng.normal(size=(200, 6)) / 4, rng.normal(size=(200, 2))
+    mem = _HalfKeys(normalize_keys=False, learning_rate=0.3, backend=backend)
+    out = mem.partial_fit_predict(X, Y)
+    M_ref, O_ref = reference.gated_delta(
+        0.5 * X, Y, 0.5 * X, learning_rate=0.3, normalize_keys=False
+    )
+    np.testing.assert_allclose(out, O_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mem.coef_, M_ref, rtol=1e-9, atol=1e-12)

@@ -124,22 +124,23 @@ def test_gated_delta_matches_numpy(p):
     close(M1, M0, dt, msg="gd_update_read M")
     close(nb_gd.gd_update(M, K, V, b, p["log_a"], p["chunk"]), M0, dt)
     # both algorithms, whatever the dispatch threshold picks
-    Of, Mf = nb_gd._fused(M, K, V, Q, b, p["log_a"], p["after"], True)
+    plain = (False, False)  # normalize, implicit
+    Of, Mf = nb_gd._fused(M, K, V, Q, b, p["log_a"], p["after"], True, False, *plain)
     close(Of, O0, dt, msg="fused O")
     close(Mf, M0, dt, msg="fused M")
     bounds = nb_gd._bounds(p["log_a"], p["chunk"], LOG_DECAY_BUDGET)
     Oc = np.full_like(O0, np.nan)
-    args = (K, V, Q, b, p["log_a"], p["after"], True, False, bounds)
+    args = (K, V, Q, b, p["log_a"], p["after"], True, False, *plain, bounds)
     Mc = nb_gd._chunked(M, *args, 0, Oc)
     close(Oc, O0, dt, msg="chunked O")
     close(Mc, M0, dt, msg="chunked M")
     # queries that are the keys: K S serves the outputs too
     Ok0, Mk0 = np_gd.gd_update_read(M, K, V, K, b, p["log_a"], p["after"], 8)
     Ok = np.full_like(O0, np.nan)
-    kargs = (K, V, K, b, p["log_a"], p["after"], True, True, bounds)
+    kargs = (K, V, K, b, p["log_a"], p["after"], True, True, *plain, bounds)
     close(nb_gd._chunked(M, *kargs, 0, Ok), Mk0, dt, msg="q is k M")
     close(Ok, Ok0, dt, msg="q is k O")
-    Ok1, Mk1 = nb_gd._run(M, K, V, K, b, p["log_a"], p["after"], p["chunk"])
+    Ok1, Mk1 = nb_gd._run(M, K, V, K, b, p["log_a"], p["after"], p["chunk"], *plain)
     close(Ok1, Ok0, dt, msg="q is k, dispatched")
     close(Mk1, Mk0, dt, msg="q is k, dispatched M")
     # value columns in two independent blocks (how long inputs use two cores)
@@ -154,6 +155,54 @@ def test_gated_delta_matches_numpy(p):
     close(Op, O0, dt, msg="column blocks O")
     close(Mp, M0, dt, msg="column blocks M")
     np.testing.assert_array_equal(M, M_in)  # inputs are never mutated
+
+
+@settings(max_examples=30)
+@given(
+    p=problems(unit=True),
+    normalize=st.booleans(),
+    implicit=st.booleans(),
+    q_is_k=st.booleans(),
+)
+def test_gated_delta_flags_match_numpy(p, normalize, implicit, q_is_k):
+    """The kernels' ``normalize`` / ``implicit`` flags, which the compiled
+    kernels apply per chunk (both algorithms, one or two column blocks), equal
+    applying them up front (the NumPy kernel)."""
+    dt, rng = p["dt"], p["rng"]
+    n = p["K"].shape[0]
+    # keys of norm 0.3-1.2 (stable explicit steps when not normalised)
+    K = (p["K"] * rng.uniform(0.3, 1.2, (n, 1))).astype(dt)
+    Q = K if q_is_k else (p["Q"] * rng.uniform(0.3, 1.2, (n, 1))).astype(dt)
+    V = p["V"]
+    b = p["w"] * 0.5
+    M = (p["rng"].normal(size=(V.shape[1], K.shape[1])) * 0.1).astype(dt)
+    la, after, chunk = p["log_a"], p["after"], p["chunk"]
+    flags = {"normalize": normalize, "implicit": implicit}
+    O0, M0 = np_gd.gd_update_read(M, K, V, Q, b, la, after, chunk, **flags)
+    Kn, Qn, bn = np_gd.prepare(K, Q, b, normalize, implicit)
+    Oa, Ma = np_gd.gd_update_read(M, Kn, V, Qn, bn, la, after, chunk)
+    close(O0, Oa, dt, msg="numpy: flags = prepared inputs")
+    close(M0, Ma, dt, msg="numpy: flags = prepared inputs, M")
+    O1, M1 = nb_gd.gd_update_read(M, K, V, Q, b, la, after, chunk, **flags)
+    close(O1, O0, dt, msg="numba O")
+    close(M1, M0, dt, msg="numba M")
+    close(nb_gd.gd_update(M, K, V, b, la, chunk, **flags), M0, dt, msg="update")
+    fl = (normalize, implicit)
+    Of, Mf = nb_gd._fused(M, K, V, Q, b, la, after, True, q_is_k, *fl)
+    close(Of, O0, dt, msg="fused O")
+    close(Mf, M0, dt, msg="fused M")
+    bounds = nb_gd._bounds(la, chunk, LOG_DECAY_BUDGET)
+    h = V.shape[1] // 2
+    Op = np.full_like(O0, np.nan)
+    args = (K, V, Q, b, la, after, True, q_is_k, *fl, bounds)
+    Mp = np.concatenate(
+        [
+            nb_gd._chunked(np.ascontiguousarray(M[:h]), *args, 0, Op),
+            nb_gd._chunked(np.ascontiguousarray(M[h:]), *args, h, Op),
+        ]
+    )
+    close(Op, O0, dt, msg="chunked column blocks O")
+    close(Mp, M0, dt, msg="chunked column blocks M")
 
 
 @settings(max_examples=15)

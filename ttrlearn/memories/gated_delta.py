@@ -193,41 +193,64 @@ class GatedDeltaMemory(BaseMemory):
             k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
         if self.step == "implicit":
             return b / (1.0 + b * k2)
-        bk = b * k2
+        self._warn_divergent(b * k2)
+        return b
+
+    def _warn_divergent(self, bk, rows=None):
+        """Warn when an explicit step's ``b ||k||^2`` reaches 2; ``bk`` holds
+        the rows ``rows`` (default: every row)."""
         # an infinite k2 comes from a non-finite key (float64 sums of float32
         # squares do not overflow): bad input, reported as such later
         big = (bk >= 2) & np.isfinite(bk)
         if np.any(big):
             t = int(np.argmax(big))
+            row = t if rows is None else int(rows[t])
             warnings.warn(
                 f"explicit delta step with learning_rate * ||k||^2 = {bk[t]:.3g} >= 2 "
-                f"at row {t}: the memory may diverge along that key. Normalise the "
+                f"at row {row}: the memory may diverge along that key. Normalise the "
                 "keys, lower the learning rate, or use step='implicit'.",
                 DivergenceWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
-        return b
+
+    def _kernel_inputs(self, X, Q, w, gates):
+        """``(keys, queries, steps, flags)`` for the kernels.
+
+        The class's own key map and step rule go to the kernel as its
+        ``normalize`` / ``implicit`` flags, with the raw rows: the compiled
+        kernels scale each chunk's keys in cache instead of writing a
+        normalised copy of the input (a full read-write pass). A subclass
+        overriding ``_keys``, ``_keys_sq`` or ``_steps``, or a segment map
+        (which needs the unit keys too), gets them applied here.
+        """
+        if self.track_segment_map or not self._own_hooks():
+            K, k2 = self._keys_sq(X)
+            Qk = K if Q is X else (None if Q is None else self._keys(Q))
+            return K, Qk, self._steps(K, w, gates, k2), {}
+        b = gates["learning_rate"] * w
+        implicit = self.step == "implicit"
+        if not implicit:  # the same warning, from the rows that can raise it
+            # a unit key's ||k||^2 exceeds 1 by rounding only (< 1e-5)
+            rows = np.flatnonzero(b >= 1.0) if self.normalize_keys else None
+            if rows is None or rows.size:
+                K, k2 = self._keys_sq(X if rows is None else X[rows])
+                if k2 is None:
+                    k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
+                self._warn_divergent((b if rows is None else b[rows]) * k2, rows)
+        flags = {"normalize": bool(self.normalize_keys), "implicit": implicit}
+        return X, Q, b, flags
 
     def _update(self, X, Y, w, gates):
-        K, k2 = self._keys_sq(X)
-        b = self._steps(K, w, gates, k2)
+        K, _, b, flags = self._kernel_inputs(X, None, w, gates)
         log_a = np.log(gates["decay"])
-        M = self._k.gd_update(self.coef_, K, Y, b, log_a, self.chunk_size)
+        M = self._k.gd_update(self.coef_, K, Y, b, log_a, self.chunk_size, **flags)
         self._commit(coef_=M, **self._transition(K, b, log_a))
 
     def _update_read(self, X, Y, Q, w, gates, after):
-        K, k2 = self._keys_sq(X)
-        b = self._steps(K, w, gates, k2)
+        K, Qk, b, flags = self._kernel_inputs(X, Q, w, gates)
         log_a = np.log(gates["decay"])
         O, M = self._k.gd_update_read(
-            self.coef_,
-            K,
-            Y,
-            K if Q is X else self._keys(Q),  # queries default to the keys
-            b,
-            log_a,
-            after,
-            self.chunk_size,
+            self.coef_, K, Y, Qk, b, log_a, after, self.chunk_size, **flags
         )
         self._commit(coef_=M, **self._transition(K, b, log_a))
         return O

@@ -30,6 +30,7 @@ from ttrlearn.gpu.gated_delta import (
     recurrent_fits,
 )
 from ttrlearn.kernels.cupy._common import as_f64, contiguous, launch_module, xp_of
+from ttrlearn.kernels.numpy.gated_delta import prepare
 
 __all__ = ["gd_read", "gd_update", "gd_update_read"]
 
@@ -69,15 +70,20 @@ def _run(M, K, V, Q, b, log_a, after):
     return o[0], S[0]
 
 
-def gd_update(M, K, V, b, log_a, chunk_size):
-    """Absorb rows; ``b`` (n,) effective step sizes. Returns the new ``M``.
+def gd_update(M, K, V, b, log_a, chunk_size, normalize=False, implicit=False):
+    """Absorb rows; ``b`` (n,) step sizes, flags as in the NumPy kernel.
+    Returns the new ``M``.
 
     ``chunk_size`` is accepted for signature parity: the CUDA chunk kernel
     uses fixed 16-row chunks.
     """
+    K, _, b = prepare(K, None, b, normalize, implicit)
     return _run(M, K, V, K, b, log_a, True)[1]
 
 
-def gd_update_read(M, K, V, Q, b, log_a, after, chunk_size):
+def gd_update_read(
+    M, K, V, Q, b, log_a, after, chunk_size, normalize=False, implicit=False
+):
     """Causal outputs (after or before each write) and the final state."""
+    K, Q, b = prepare(K, Q, b, normalize, implicit)
     return _run(M, K, V, Q, b, log_a, after)

@@ -29,6 +29,7 @@ from ttrlearn.kernels.numba._config import (
     single_thread_blas,
     split_parts,
 )
+from ttrlearn.kernels.numba._rows import _sumsq, _unit
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
 __all__ = ["gd_read", "gd_update", "gd_update_read"]
@@ -87,8 +88,18 @@ def _dot(x, y, part):
     return part[0] + tot
 
 
+@njit(cache=CACHE, nogil=True, inline="always")
+def _step_size(b, k, implicit):
+    """The step of a row with key ``k``: ``b``, or Longhorn's implicit
+    ``b / (1 + b ||k||^2)`` (float64, the norm by :func:`_sumsq`, as the
+    NumPy kernels' ``np.einsum`` gives it up to rounding)."""
+    if implicit:
+        return b / (1.0 + b * _sumsq(k))
+    return b
+
+
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
-def _fused(M, K, V, Q, b, log_a, after, has_q):
+def _fused(M, K, V, Q, b, log_a, after, has_q, q_is_k, normalize, implicit):
     """Per-token recurrence on ``M`` (d_v, d_k), one pass over M per pair."""
     n, d_k = K.shape
     d_v = M.shape[0]
@@ -96,11 +107,23 @@ def _fused(M, K, V, Q, b, log_a, after, has_q):
     M = M.copy()
     O = np.zeros((n if has_q else 0, d_v), dtype=M.dtype)
     part = np.zeros(LANES, dtype=M.dtype)
+    kb = np.empty(d_k, dtype=M.dtype)
+    qb = np.empty(d_k, dtype=M.dtype)
     for t in range(n):
         a = dt(np.exp(log_a[t]))
-        bt = dt(b[t])
-        k = K[t]
-        q = Q[t] if has_q else k
+        if normalize:
+            _unit(K[t], kb)
+            k = kb
+        else:
+            k = K[t]
+        bt = dt(_step_size(b[t], k, implicit))
+        if not has_q or q_is_k:
+            q = k
+        elif normalize:
+            _unit(Q[t], qb)
+            q = qb
+        else:
+            q = Q[t]
         for v in range(d_v):
             row = M[v]
             e = bt * (V[t, v] - a * _dot(row, k, part))
@@ -114,11 +137,16 @@ def _fused(M, K, V, Q, b, log_a, after, has_q):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)
-def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
+def _chunked(
+    M, K, V, Q, b, log_a, after, has_q, q_is_k, normalize, implicit, bounds, v0, O
+):
     """Chunked WY/UT form for the value columns ``[v0, v0 + d_v)``: ``M`` is
     that row block (d_v, d_k) of the memory, ``S = M^T`` the running state;
     outputs go to the same columns of ``O``. Value columns evolve
-    independently, so blocks of them can run concurrently."""
+    independently, so blocks of them can run concurrently. With
+    ``normalize``, each chunk's keys (and queries) are scaled to unit rows
+    into a chunk buffer, in cache, instead of by a pass over the whole
+    input."""
     d_k = K.shape[1]
     d_v = M.shape[0]
     dt = M.dtype.type
@@ -141,11 +169,20 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
     O_buf = np.empty(C_max * d_v, dtype=M.dtype)
     Kt_buf = np.empty(C_max * d_k, dtype=M.dtype)
     dS = np.empty((d_k, d_v), dtype=M.dtype)
+    Kn_buf = np.empty(C_max * d_k, dtype=M.dtype)
+    bl = np.empty(C_max)
     for c in range(bounds.shape[0] - 1):
         s = bounds[c]
         e = bounds[c + 1]
         C = e - s
-        Kc = K[s:e]
+        if normalize:
+            Kc = Kn_buf[: C * d_k].reshape((C, d_k))
+            for i in range(C):
+                _unit(K[s + i], Kc[i])
+        else:
+            Kc = K[s:e]
+        for i in range(C):
+            bl[i] = _step_size(b[s + i], Kc[i], implicit)
         decayed = False
         acc = 0.0
         for i in range(C):
@@ -162,9 +199,13 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
         # K S (and Q S) in one GEMM; with the queries being the keys, K S
         # serves both
         if has_q and not q_is_k:
-            Qc = Q[s:e]
             WQ[:C] = Kc
-            WQ[C : 2 * C] = Qc
+            Qc = WQ[C : 2 * C]
+            for i in range(C):
+                if normalize:
+                    _unit(Q[s + i], Qc[i])
+                else:
+                    Qc[i] = Q[s + i]
             R = np.dot(WQ[: 2 * C], S, R_buf[: 2 * C * d_v].reshape((2 * C, d_v)))
             qr = C
         else:
@@ -176,14 +217,14 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
         # forming W (d_k columns) and its product with S
         Ut = U[:C]
         for i in range(C):
-            bi = b[s + i]
+            bi = bl[i]
             bg = dt(bi * eg[i])
             bd = dt(bi)
             for j in range(d_v):
                 Ut[i, j] = bd * V[s + i, v0 + j] - bg * R[i, j]
         # forward substitution with A = strict_lower(diag(b) K K^T * Gam)
         for i in range(1, C):
-            bi = b[s + i]
+            bi = bl[i]
             for j in range(i):
                 if decayed:
                     aij = dt(A[i, j] * (bi * gr[i] * gi[j]))
@@ -235,12 +276,13 @@ def _chunked(M, K, V, Q, b, log_a, after, has_q, q_is_k, bounds, v0, O):
     return np.ascontiguousarray(S.T)
 
 
-def _run(M, K, V, Q, b, log_a, after, chunk_size):
+def _run(M, K, V, Q, b, log_a, after, chunk_size, normalize, implicit):
     has_q = Q is not None
     q_is_k = Q is K  # then K S gives the outputs' state term too
     Qa = Q if has_q else K[:0]
+    flags = (bool(after), has_q, q_is_k, bool(normalize), bool(implicit))
     if M.shape[0] * M.shape[1] <= GD_FUSED_MAX_STATE:
-        return _fused(M, K, V, Qa, b, log_a, bool(after), has_q)
+        return _fused(M, K, V, Qa, b, log_a, *flags)
     n, d_v = K.shape[0], M.shape[0]
     bounds = _bounds(log_a, int(chunk_size), LOG_DECAY_BUDGET)
     O = np.empty((n if has_q else 0, d_v), dtype=M.dtype)
@@ -249,9 +291,8 @@ def _run(M, K, V, Q, b, log_a, after, chunk_size):
 
     def block(a, e):
         return _chunked(
-            np.ascontiguousarray(M[a:e]), K, V, Qa, b, log_a, bool(after), has_q,
-            q_is_k, bounds, a, O,
-        )  # fmt: skip
+            np.ascontiguousarray(M[a:e]), K, V, Qa, b, log_a, *flags, bounds, a, O
+        )
 
     with single_thread_blas(n > 256):
         states = run_runs(block, d_v, parts)
@@ -263,16 +304,19 @@ def gd_read(M, Q):
     return Q @ M.T
 
 
-def gd_update(M, K, V, b, log_a, chunk_size):
-    """Absorb rows; ``b`` (n,) float64 effective step sizes. Returns new M."""
+def gd_update(M, K, V, b, log_a, chunk_size, normalize=False, implicit=False):
+    """Absorb rows; ``b`` (n,) float64 step sizes, flags as in the NumPy
+    kernel. Returns new M."""
     if K.shape[0] == 0:
         return M.copy()
-    _, M_new = _run(M, K, V, None, b, log_a, True, chunk_size)
+    _, M_new = _run(M, K, V, None, b, log_a, True, chunk_size, normalize, implicit)
     return M_new
 
 
-def gd_update_read(M, K, V, Q, b, log_a, after, chunk_size):
+def gd_update_read(
+    M, K, V, Q, b, log_a, after, chunk_size, normalize=False, implicit=False
+):
     """Causal outputs (after or before each write) and the final state."""
     if K.shape[0] == 0:
         return np.empty((0, M.shape[0]), dtype=M.dtype), M.copy()
-    return _run(M, K, V, Q, b, log_a, after, chunk_size)
+    return _run(M, K, V, Q, b, log_a, after, chunk_size, normalize, implicit)

@@ -21,6 +21,7 @@ from ttrlearn.kernels.numba._config import (
     run_runs,
     split_parts,
 )
+from ttrlearn.kernels.numba._rows import _sumsq, _unit
 from ttrlearn.kernels.numba.rls import _solve
 from ttrlearn.kernels.numpy.step import (
     STEP_BAD_INPUT,
@@ -66,48 +67,6 @@ def la_step(M, z, phi, v, log_a):
     if not ok:
         return M, z, STEP_BAD_STATE
     return Mn, zn, STEP_OK
-
-
-@njit(cache=CACHE, nogil=True, fastmath={"reassoc"})
-def _sumsq(x):
-    """``sum_j x_j^2`` in float64. Reassociation only (NaN and infinity keep
-    their meaning) lets the compiler vectorise the sum (2.5x faster than
-    fixed interleaved partial sums); every caller runs this one compiled
-    function, so a row's norm is the same on every path."""
-    tot = 0.0
-    for j in range(x.shape[0]):
-        v = np.float64(x[j])
-        tot += v * v
-    return tot
-
-
-@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD, inline="always")
-def _unit(x, k):
-    """``k = x / ||x||``, zero rows staying zero, exact at any magnitude.
-
-    float32 rows: squares summed in float64 (no float32 value can overflow
-    or underflow there, see :func:`_sumsq`), then one rounding per entry.
-    float64 rows: divided by their largest entry first, as
-    :func:`ttrlearn._utils.unit_rows` does."""
-    n = x.shape[0]
-    if x.itemsize == 4:
-        nrm = _sumsq(x)
-        r = 1.0 / np.sqrt(nrm) if nrm > 0 else 0.0
-        for j in range(n):
-            k[j] = x[j] * r
-        return
-    big = 0.0
-    for j in range(n):
-        big = max(big, abs(x[j]))
-    s = x.dtype.type(big if big > 0 else 1.0)
-    nrm = x.dtype.type(0.0)
-    for j in range(n):
-        k[j] = x[j] / s
-        nrm += k[j] * k[j]
-    nrm = np.sqrt(nrm)
-    if nrm > 0:
-        for j in range(n):
-            k[j] = k[j] / nrm
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)

@@ -15,6 +15,13 @@ For a chunk with entry state ``S = M^T`` and in-chunk cumulative decays
 
 so a chunk costs GEMMs and one unit-triangular solve. Pure functions, no
 validation, inputs never mutated.
+
+Every backend's ``gd_update`` / ``gd_update_read`` takes two flags:
+``normalize`` scales the keys and queries to unit rows first
+(:func:`ttrlearn._utils.unit_rows`; ``Q is K`` reads with the unit keys), and
+``implicit`` turns each step ``b_t`` into Longhorn's ``b_t / (1 + b_t
+||k_t||^2)`` on the key as used. The compiled kernels apply both per chunk,
+in cache; here :func:`prepare` applies them up front.
 """
 
 from __future__ import annotations
@@ -22,9 +29,22 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from ttrlearn._utils import unit_rows
 from ttrlearn.kernels.numpy._chunks import chunk_bounds
 
 __all__ = ["gd_read", "gd_update", "gd_update_read"]
+
+
+def prepare(K, Q, b, normalize, implicit):
+    """``(K, Q, b)`` as the ``normalize`` and ``implicit`` flags make them
+    (any array module: the CuPy kernels share this). ``Q`` may be None."""
+    if normalize:
+        Kn = unit_rows(K)
+        Q = Kn if Q is K else (None if Q is None else unit_rows(Q))
+        K = Kn
+    if implicit:
+        b = b / (1.0 + b * np.einsum("ij,ij->i", K, K, dtype=np.float64))
+    return K, Q, b
 
 
 def gd_read(M, Q):
@@ -70,16 +90,21 @@ def _chunk(S, K, V, b, la, Q, after):
     return S_new, O
 
 
-def gd_update(M, K, V, b, log_a, chunk_size):
-    """Absorb rows; ``b`` (n,) float64 effective step sizes. Returns new M."""
+def gd_update(M, K, V, b, log_a, chunk_size, normalize=False, implicit=False):
+    """Absorb rows; ``b`` (n,) float64 step sizes, flags as in the module
+    docstring. Returns new M."""
+    K, _, b = prepare(K, None, b, normalize, implicit)
     S = np.ascontiguousarray(M.T)
     for s, e in chunk_bounds(log_a, chunk_size):
         S, _ = _chunk(S, K[s:e], V[s:e], b[s:e], log_a[s:e], None, True)
     return np.ascontiguousarray(S.T)
 
 
-def gd_update_read(M, K, V, Q, b, log_a, after, chunk_size):
+def gd_update_read(
+    M, K, V, Q, b, log_a, after, chunk_size, normalize=False, implicit=False
+):
     """Causal outputs (after or before each write) and the final state."""
+    K, Q, b = prepare(K, Q, b, normalize, implicit)
     n = K.shape[0]
     O = np.empty((n, M.shape[0]), dtype=M.dtype)
     S = np.ascontiguousarray(M.T)
