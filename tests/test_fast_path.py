@@ -598,6 +598,23 @@ def test_all_finite_when_the_sum_overflows(dtype):
     assert not all_finite(np.array([1 + 1j, complex(np.nan, 0)]))
 
 
+def test_all_finite_on_large_arrays_split_over_workers():
+    """From SPLIT_SUM_SIZE entries the sum runs in parts on the workers: a bad
+    entry in any part, or parts whose total overflows, are still told right."""
+    from ttrlearn import _validation as v
+
+    n = v.SPLIT_SUM_SIZE
+    big = np.full(n + 5, np.finfo(np.float32).max / 3, dtype=np.float32)
+    assert v.all_finite(big)  # each half overflows: the elementwise test
+    for where in (0, n // 2, n + 4):
+        for bad in (np.inf, np.nan):
+            b = np.ones((n + 5) // 5 * 5, dtype=np.float32).reshape(-1, 5)
+            b.reshape(-1)[min(where, b.size - 1)] = bad
+            assert not v.all_finite(b)
+    assert v.all_finite(np.ones((n // 4, 4)))
+    assert v.all_finite(np.ones((n, 4))[:, :3])  # strided: one plain sum
+
+
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
 def test_subclasses_overriding_hooks_take_the_general_path(backend):
     rng = np.random.default_rng(0)
