@@ -694,3 +694,18 @@ def test_rls_kernels_take_non_contiguous_input():
     O1 = nb_rls.rls_update_read(*args, X, Y, X, w, la, True, 32)[0]
     O0 = np_rls.rls_update_read(*args, Xc, Yc, Xc, w, la, True, 32)[0]
     np.testing.assert_allclose(O1, O0, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [0, 1, 64, 128, 129, 300])
+@pytest.mark.parametrize("n", [1, 64, 128, 129])
+def test_syrk_acc_both_paths(k, n):
+    """``C <- beta C + A^T A``, exactly symmetric, on the GEMM path (small
+    blocks) and the ``dsyrk`` path alike."""
+    rng = np.random.default_rng(k * 1000 + n)
+    A = rng.normal(size=(k, n))
+    B = rng.normal(size=(n, n))
+    C0 = B @ B.T
+    C = C0.copy()
+    nb_rls._syrk_acc(C, A, 0.75)
+    np.testing.assert_allclose(C, 0.75 * C0 + A.T @ A, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(C, C.T)
