@@ -83,7 +83,8 @@ def run(n=65536, dims=(64, 128), repeat=3, peaks=None, quick=False):
         M0 = np.zeros((d, d), np.float32)
         ours2, peer2 = paired(
             lambda: mem.partial_fit_predict(K, V),
-            lambda: nb_gd._fused(M0, K, V, K, b, la, True, True),
+            # after, has_q, q_is_k, normalize (the keys are unit already), implicit
+            lambda: nb_gd._fused(M0, K, V, K, b, la, True, True, True, False, False),
             repeat,
         )
         rows.append(
