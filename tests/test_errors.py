@@ -235,8 +235,9 @@ def test_overflowing_update_is_rolled_back(name):
 
 def test_delta_rule_divergent_step_warns():
     mem = GatedDeltaMemory(normalize_keys=False, learning_rate=3.0)
-    with pytest.warns(DivergenceWarning, match=">= 2"):
+    with pytest.warns(DivergenceWarning, match=">= 2") as rec:
         mem.fit(np.ones((2, 3)), np.ones(2))
+    assert rec[0].filename == __file__  # the user's line, not the package's
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GatedDeltaMemory(step="implicit", normalize_keys=False, learning_rate=3.0).fit(

@@ -598,12 +598,28 @@ def test_all_finite_when_the_sum_overflows(dtype):
     assert not all_finite(np.array([1 + 1j, complex(np.nan, 0)]))
 
 
-def test_all_finite_on_large_arrays_split_over_workers():
+def test_all_finite_on_large_arrays_split_over_workers(monkeypatch):
     """From SPLIT_SUM_SIZE entries the sum runs in parts on the workers: a bad
-    entry in any part, or parts whose total overflows, are still told right."""
+    entry in any part, or parts whose total overflows, are still told right,
+    and no part warns (``np.errstate`` is per thread)."""
     from ttrlearn import _validation as v
+    from ttrlearn.kernels.numba import _config
 
+    calls = []
+
+    def two_parts(n, *args, **kwargs):
+        calls.append(n)
+        return 2
+
+    monkeypatch.setattr(_config, "split_parts", two_parts)
+    warnings.simplefilter("error")  # (pytest restores the filters)
     n = v.SPLIT_SUM_SIZE
+    huge = np.full(n + 5, 1e305)
+    huge[n // 2 :] = -1e305
+    assert v.all_finite(huge)  # each part overflows, to +inf and -inf
+    mixed = np.ones(n + 5)
+    mixed[[3, n]] = [np.inf, -np.inf]
+    assert not v.all_finite(mixed)
     big = np.full(n + 5, np.finfo(np.float32).max / 3, dtype=np.float32)
     assert v.all_finite(big)  # each half overflows: the elementwise test
     for where in (0, n // 2, n + 4):
@@ -613,6 +629,7 @@ def test_all_finite_on_large_arrays_split_over_workers():
             assert not v.all_finite(b)
     assert v.all_finite(np.ones((n // 4, 4)))
     assert v.all_finite(np.ones((n, 4))[:, :3])  # strided: one plain sum
+    assert len(calls) == 10  # every contiguous array above was split
 
 
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
@@ -679,13 +696,21 @@ def test_zero_dimensional_values_get_sklearns_error_at_any_size():
 @pytest.mark.parametrize("backend", HOST_BACKENDS)
 @pytest.mark.parametrize("method", ["partial_fit", "partial_fit_predict"])
 @pytest.mark.parametrize("step", ["explicit", "implicit"])
-def test_in_kernel_key_scaling_equals_the_unit_keys_path(backend, method, step):
+@pytest.mark.parametrize("normalize", [True, False])
+def test_in_kernel_key_scaling_equals_the_unit_keys_path(
+    backend, method, step, normalize
+):
     """The kernels' ``normalize`` / ``implicit`` flags (raw rows to the
     kernel) give what the unit keys and step sizes computed first give (the
-    path a segment map takes), warnings included: same rows, same text."""
+    path a segment map takes), warnings included: same rows, same text, and
+    the warning names the caller's line."""
     rng = np.random.default_rng(11)
     n, d = 300, 24
-    X = rng.normal(size=(n, d)) * rng.uniform(0.01, 30, (n, 1))
+    X = rng.normal(size=(n, d))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    # norms 0.01-30 when normalised; 0.3-1.2 (stable steps) when not
+    X *= rng.uniform(0.01, 30, (n, 1)) if normalize else rng.uniform(0.3, 1.2, (n, 1))
+    X[[40, 41, 200]] /= np.linalg.norm(X[[40, 41, 200]], axis=1, keepdims=True)
     X[[5, 77]] = 0.0  # zero keys: ||k||^2 = 0, never divergent
     Q = rng.normal(size=(n, d))
     Y = rng.normal(size=(n, 3))
@@ -694,7 +719,11 @@ def test_in_kernel_key_scaling_equals_the_unit_keys_path(backend, method, step):
     out = []
     for track in (False, True):
         mem = GatedDeltaMemory(
-            decay=0.97, step=step, track_segment_map=track, backend=backend
+            decay=0.97,
+            step=step,
+            normalize_keys=normalize,
+            track_segment_map=track,
+            backend=backend,
         ).fit(X[:1], Y[:1])
         kw = {"learning_rate": rate}
         if method == "partial_fit_predict":
@@ -704,8 +733,9 @@ def test_in_kernel_key_scaling_equals_the_unit_keys_path(backend, method, step):
             res = getattr(mem, method)(X, Y, **kw)
         if method == "partial_fit":
             res = mem.predict(Q)
-        msgs = [str(i.message) for i in w if i.category is DivergenceWarning]
-        out.append((res, mem.coef_, msgs))
+        div = [i for i in w if i.category is DivergenceWarning]
+        assert all(i.filename == __file__ for i in div)
+        out.append((res, mem.coef_, [str(i.message) for i in div]))
     (r0, c0, w0), (r1, c1, w1) = out
     np.testing.assert_allclose(r0, r1, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(c0, c1, rtol=1e-10, atol=1e-12)

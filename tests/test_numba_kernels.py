@@ -179,10 +179,14 @@ def test_gated_delta_flags_match_numpy(p, normalize, implicit, q_is_k):
     la, after, chunk = p["log_a"], p["after"], p["chunk"]
     flags = {"normalize": normalize, "implicit": implicit}
     O0, M0 = np_gd.gd_update_read(M, K, V, Q, b, la, after, chunk, **flags)
-    Kn, Qn, bn = np_gd.prepare(K, Q, b, normalize, implicit)
-    Oa, Ma = np_gd.gd_update_read(M, Kn, V, Qn, bn, la, after, chunk)
-    close(O0, Oa, dt, msg="numpy: flags = prepared inputs")
-    close(M0, Ma, dt, msg="numpy: flags = prepared inputs, M")
+    M_ref, O_ref = reference.gated_delta(
+        K.astype(np.float64), V.astype(np.float64), Q.astype(np.float64),
+        decay=np.exp(la), learning_rate=0.5, sample_weight=p["w"],
+        step="implicit" if implicit else "explicit", normalize_keys=normalize,
+        read="after" if after else "before", M0=M.astype(np.float64),
+    )  # fmt: skip
+    close(O0, O_ref, dt, msg="numpy flags vs the per-token oracle")
+    close(M0, M_ref, dt, msg="numpy flags vs the per-token oracle, M")
     O1, M1 = nb_gd.gd_update_read(M, K, V, Q, b, la, after, chunk, **flags)
     close(O1, O0, dt, msg="numba O")
     close(M1, M0, dt, msg="numba M")
@@ -285,6 +289,14 @@ def test_triangular_solve_every_path(m, trans):
     nb_rls._solve_lower(L, X, trans)
     want = solve_triangular(L, B, lower=True, trans=1 if trans else 0)
     np.testing.assert_allclose(X, want, rtol=1e-12, atol=1e-12)
+    # views that are not C-ordered (the BLAS paths assume C order)
+    Lbig = np.zeros((m + 3, m + 3))
+    Lbig[:m, :m] = L
+    Xbig = np.zeros((m, 40))
+    Xbig[:, :37] = B
+    nb_rls._solve_lower(Lbig[:m, :m], Xbig[:, :37], trans)
+    np.testing.assert_allclose(Xbig[:, :37], want, rtol=1e-12, atol=1e-12)
+    assert not Xbig[:, 37:].any()
 
 
 def test_rls_update_read_matches_oracle():

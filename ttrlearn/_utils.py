@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 
 import numpy as np
 
-__all__ = ["fill_doc", "unit_rows"]
+__all__ = ["fill_doc", "unit_rows", "user_stacklevel"]
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel():
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the calling
+    function name the first frame outside ttrlearn (the user's call, however
+    many of the package's own frames lie between: ``fit`` calls
+    ``partial_fit``, hooks call hooks)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def fill_doc(entries):

@@ -87,8 +87,12 @@ def _sum(arr):
     from ttrlearn.kernels.numba._config import run_runs, split_parts
 
     flat = arr.reshape(-1)
-    parts = split_parts(flat.size)
-    return sum(run_runs(lambda a, b: flat[a:b].sum(), flat.size, parts))
+
+    def part(a, b):  # np.errstate is per thread: set it on the worker too
+        with np.errstate(over="ignore", invalid="ignore"):
+            return flat[a:b].sum()
+
+    return sum(run_runs(part, flat.size, split_parts(flat.size)))
 
 
 def _finite_or_raise(arr, name):

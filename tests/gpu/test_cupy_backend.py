@@ -618,6 +618,22 @@ def test_kernels_namespace_and_host_run(fake_cupy):
             assert_close(
                 cgd.gd_update(M, K, V, b, la, 8), ngd.gd_update(M, K, V, b, la, 8)
             )
+            # the key-scaling and implicit-step flags, on keys of any length
+            Kr = K * rng.uniform(0.1, 5.0, (n, 1))
+            for flags in ({"normalize": True}, {"implicit": True}):
+                for Qf in (Q, Kr):
+                    got = cgd.gd_update_read(M, Kr, V, Qf, b, la, True, 8, **flags)
+                    want = ngd.gd_update_read(M, Kr, V, Qf, b, la, True, 8, **flags)
+                    for g_, w_ in zip(got, want):
+                        assert_close(g_, w_)
+                assert_close(
+                    cgd.gd_update(M, Kr, V, b, la, 8, **flags),
+                    ngd.gd_update(M, Kr, V, b, la, 8, **flags),
+                )
+            plain = ngd.gd_update(M, Kr, V, b, la, 8)
+            assert not np.allclose(
+                ngd.gd_update(M, Kr, V, b, la, 8, normalize=True), plain
+            )
     finally:
         _common.register_host_modules(prev)
 

@@ -11,10 +11,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._backends import get_kernels
 from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
-from ttrlearn._utils import unit_rows
+from ttrlearn._utils import unit_rows, user_stacklevel
 from ttrlearn.exceptions import DivergenceWarning
+from ttrlearn.kernels.numpy.gated_delta import implicit_steps
 
 __all__ = ["GatedDeltaMemory"]
+
+#: With unit keys only steps ``b`` at least this can reach ``b ||k||^2 >= 2``:
+#: a unit row's ``||k||^2`` exceeds 1 by rounding alone (each entry rounded
+#: once, so by at most ~2.1 float32 ulps, 1.3e-7), below the 1e-6 margin
+_UNIT_KEY_RISK = 2.0 / (1.0 + 1e-6)
 
 
 class GatedDeltaMemory(BaseMemory):
@@ -192,7 +198,7 @@ class GatedDeltaMemory(BaseMemory):
         if k2 is None:
             k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
         if self.step == "implicit":
-            return b / (1.0 + b * k2)
+            return implicit_steps(b, k2)
         self._warn_divergent(b * k2)
         return b
 
@@ -210,7 +216,7 @@ class GatedDeltaMemory(BaseMemory):
                 f"at row {row}: the memory may diverge along that key. Normalise the "
                 "keys, lower the learning rate, or use step='implicit'.",
                 DivergenceWarning,
-                stacklevel=5,
+                stacklevel=user_stacklevel(),
             )
 
     def _kernel_inputs(self, X, Q, w, gates):
@@ -220,8 +226,10 @@ class GatedDeltaMemory(BaseMemory):
         ``normalize`` / ``implicit`` flags, with the raw rows: the compiled
         kernels scale each chunk's keys in cache instead of writing a
         normalised copy of the input (a full read-write pass). A subclass
-        overriding ``_keys``, ``_keys_sq`` or ``_steps``, or a segment map
-        (which needs the unit keys too), gets them applied here.
+        overriding any hook the shortcuts assume (``_keys``, ``_keys_sq``,
+        ``_steps``, ``_update``, ``_update_read``, ...; see
+        :meth:`_own_hooks`), or a segment map (which needs the unit keys
+        too), gets them applied here.
         """
         if self.track_segment_map or not self._own_hooks():
             K, k2 = self._keys_sq(X)
@@ -230,8 +238,11 @@ class GatedDeltaMemory(BaseMemory):
         b = gates["learning_rate"] * w
         implicit = self.step == "implicit"
         if not implicit:  # the same warning, from the rows that can raise it
-            # a unit key's ||k||^2 exceeds 1 by rounding only (< 1e-5)
-            rows = np.flatnonzero(b >= 1.0) if self.normalize_keys else None
+            rows = None
+            if self.normalize_keys:
+                rows = np.flatnonzero(b >= _UNIT_KEY_RISK)
+                if rows.size == X.shape[0]:
+                    rows = None
             if rows is None or rows.size:
                 K, k2 = self._keys_sq(X if rows is None else X[rows])
                 if k2 is None:

@@ -206,10 +206,13 @@ def _subst_blocked(L, B, trans):
 @njit(cache=CACHE, nogil=True)
 def _solve_lower(L, B, trans):
     """In place: ``B <- L^{-1} B`` (``trans``: ``L^{-T} B``); L lower (m, m),
-    B (m, n), both C-ordered."""
+    B (m, n). The blocked and BLAS paths take C-ordered arrays; any other
+    layout gets the row-by-row substitution."""
     m = L.shape[0]
-    if m <= SUBST_BLOCK:
-        _subst(L, B, trans)
+    if B.shape[1] == 0:
+        return
+    if m <= SUBST_BLOCK or not (L.flags.c_contiguous and B.flags.c_contiguous):
+        _subst(L, B, trans)  # (the BLAS paths take C-ordered arrays)
     elif m < SUBST_MAX:
         _subst_blocked(L, B, trans)
     else:

@@ -43,8 +43,14 @@ def prepare(K, Q, b, normalize, implicit):
         Q = Kn if Q is K else (None if Q is None else unit_rows(Q))
         K = Kn
     if implicit:
-        b = b / (1.0 + b * np.einsum("ij,ij->i", K, K, dtype=np.float64))
+        b = implicit_steps(b, np.einsum("ij,ij->i", K, K, dtype=np.float64))
     return K, Q, b
+
+
+def implicit_steps(b, k2):
+    """Longhorn's implicit step ``b / (1 + b ||k||^2)`` from the squared key
+    norms ``k2`` (the proximal step on ``b/2 ||v - M k||^2``)."""
+    return b / (1.0 + b * k2)
 
 
 def gd_read(M, Q):
