@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["fill_doc", "unit_rows", "user_stacklevel"]
+__all__ = ["fill_doc", "sq_norms", "unit_rows", "user_stacklevel"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -40,6 +40,12 @@ def fill_doc(entries):
         return func
 
     return fill
+
+
+def sq_norms(X):
+    """Squared Euclidean norm of each row, summed in float64 (any array
+    module: NumPy dispatches to CuPy)."""
+    return np.einsum("ij,ij->i", X, X, dtype=np.float64)
 
 
 def unit_rows(X):

@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ttrlearn._backends import get_kernels
 from ttrlearn._base import DECAY_DOMAIN, RATE_DOMAIN, BaseMemory
-from ttrlearn._utils import unit_rows, user_stacklevel
+from ttrlearn._utils import sq_norms, unit_rows, user_stacklevel
 from ttrlearn.exceptions import DivergenceWarning
 from ttrlearn.kernels.numpy.gated_delta import implicit_steps
 
@@ -188,15 +188,14 @@ class GatedDeltaMemory(BaseMemory):
 
     def _keys_sq(self, X):
         """The keys and their squared norms (float64), the norms computed in
-        the normalising pass where there is one (``None`` otherwise)."""
-        if not self.normalize_keys or self.backend_ == "cupy":
-            return self._keys(X), None
-        return get_kernels(self.backend_, "step").unit_rows_sq(X)
+        the normalising pass where there is one."""
+        if self.normalize_keys and self.backend_ != "cupy":
+            return get_kernels(self.backend_, "step").unit_rows_sq(X)
+        K = self._keys(X)
+        return K, sq_norms(K)
 
-    def _steps(self, K, w, gates, k2=None):
+    def _steps(self, K, w, gates, k2):
         b = gates["learning_rate"] * w
-        if k2 is None:
-            k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
         if self.step == "implicit":
             return implicit_steps(b, k2)
         self._warn_divergent(b * k2)
@@ -244,9 +243,7 @@ class GatedDeltaMemory(BaseMemory):
                 if rows.size == X.shape[0]:
                     rows = None
             if rows is None or rows.size:
-                K, k2 = self._keys_sq(X if rows is None else X[rows])
-                if k2 is None:
-                    k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
+                _, k2 = self._keys_sq(X if rows is None else X[rows])
                 self._warn_divergent((b if rows is None else b[rows]) * k2, rows)
         flags = {"normalize": bool(self.normalize_keys), "implicit": implicit}
         return X, Q, b, flags

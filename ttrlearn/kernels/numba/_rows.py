@@ -1,7 +1,7 @@
-"""Row primitives shared by the Numba kernels: a row's squared norm and its
-unit vector, one compiled function each, so that every path (the one-pair
-step, the normalising pass, the gated delta kernels' in-chunk scaling) gives
-a row the same bits."""
+"""Row primitives shared by the Numba kernels: a row's squared norm, its
+unit vector and the gated delta step it takes, one compiled function each, so
+that every path (the one-pair step, the normalising pass, the gated delta
+kernels' in-chunk scaling) gives a row the same bits."""
 
 from __future__ import annotations
 
@@ -51,3 +51,13 @@ def _unit(x, k):
     if nrm > 0:
         for j in range(n):
             k[j] = k[j] / nrm
+
+
+@njit(cache=CACHE, nogil=True, inline="always")
+def _step_size(b, k, implicit):
+    """The step of a row with key ``k``: ``b``, or Longhorn's implicit
+    ``b / (1 + b ||k||^2)`` (float64, the norm by :func:`_sumsq`, as the
+    NumPy kernels' ``np.einsum`` gives it up to rounding)."""
+    if implicit:
+        return b / (1.0 + b * _sumsq(k))
+    return b

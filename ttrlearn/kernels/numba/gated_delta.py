@@ -29,7 +29,7 @@ from ttrlearn.kernels.numba._config import (
     single_thread_blas,
     split_parts,
 )
-from ttrlearn.kernels.numba._rows import _sumsq, _unit
+from ttrlearn.kernels.numba._rows import _step_size, _unit
 from ttrlearn.kernels.numpy._chunks import LOG_DECAY_BUDGET
 
 __all__ = ["gd_read", "gd_update", "gd_update_read"]
@@ -86,16 +86,6 @@ def _dot(x, y, part):
         for u in range(h):
             part[u] += part[u + h]
     return part[0] + tot
-
-
-@njit(cache=CACHE, nogil=True, inline="always")
-def _step_size(b, k, implicit):
-    """The step of a row with key ``k``: ``b``, or Longhorn's implicit
-    ``b / (1 + b ||k||^2)`` (float64, the norm by :func:`_sumsq`, as the
-    NumPy kernels' ``np.einsum`` gives it up to rounding)."""
-    if implicit:
-        return b / (1.0 + b * _sumsq(k))
-    return b
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_GD)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ttrlearn._utils import sq_norms
 from ttrlearn.kernels.numba._config import (
     run_runs,
     single_thread_blas,
@@ -157,7 +158,7 @@ def _fast_nw(K, V, lw, Q, kernel, h):
         bias = lw
     else:  # gaussian: logits q.k / h^2 - |k|^2 / (2 h^2) + lw
         Qs = np.ascontiguousarray(Q, dtype=dt) * dt.type(1.0 / (h * h))
-        k2 = np.einsum("ij,ij->i", K, K, dtype=np.float64)
+        k2 = sq_norms(K)
         bias = lw - k2 / (2.0 * h * h)
     # a bias common to all keys cancels: drop it (and its pass) when constant
     if bias.shape[0] and np.all(bias == bias[0]):

@@ -261,29 +261,28 @@ def _syrk_acc(C, A, beta):
         for i in range(n):
             for j in range(i + 1):
                 C[i, j] = beta * C[i, j] + T[i, j]
-            for j in range(i):  # mirrored, exactly symmetric
-                C[j, i] = C[i, j]
-        return
-    # Fortran sees A as (n, k) = A^T: C = alpha A^T (A^T)^T, trans='N'
-    uplo = np.array([ord("U")], dtype=np.uint8)
-    tr = np.array([ord("N")], dtype=np.uint8)
-    nn = np.array([n], dtype=np.int32)
-    kk = np.array([k], dtype=np.int32)
-    one = np.ones(1)
-    b = np.array([beta])
-    _dsyrk(
-        uplo.ctypes,
-        tr.ctypes,
-        nn.ctypes,
-        kk.ctypes,
-        one.ctypes,
-        A.ctypes,
-        nn.ctypes,
-        b.ctypes,
-        C.ctypes,
-        nn.ctypes,
-    )
-    # Fortran upper == C lower: mirror it to the upper triangle
+    else:
+        # Fortran sees A as (n, k) = A^T: C = alpha A^T (A^T)^T, trans='N'
+        uplo = np.array([ord("U")], dtype=np.uint8)
+        tr = np.array([ord("N")], dtype=np.uint8)
+        nn = np.array([n], dtype=np.int32)
+        kk = np.array([k], dtype=np.int32)
+        one = np.ones(1)
+        b = np.array([beta])
+        _dsyrk(
+            uplo.ctypes,
+            tr.ctypes,
+            nn.ctypes,
+            kk.ctypes,
+            one.ctypes,
+            A.ctypes,
+            nn.ctypes,
+            b.ctypes,
+            C.ctypes,
+            nn.ctypes,
+        )
+    # both leave the lower triangle (Fortran upper == C lower): mirror it,
+    # so C is exactly symmetric
     for i in range(n):
         for j in range(i + 1, n):
             C[i, j] = C[j, i]

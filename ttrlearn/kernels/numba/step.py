@@ -21,7 +21,7 @@ from ttrlearn.kernels.numba._config import (
     run_runs,
     split_parts,
 )
-from ttrlearn.kernels.numba._rows import _sumsq, _unit
+from ttrlearn.kernels.numba._rows import _step_size, _sumsq, _unit
 from ttrlearn.kernels.numba.rls import _solve
 from ttrlearn.kernels.numpy.step import (
     STEP_BAD_INPUT,
@@ -123,14 +123,9 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
         _unit(x, k)
     else:
         k[:] = x
-    k2 = dt(0.0)
-    for j in range(d):
-        k2 += k[j] * k[j]
-    b = rate
-    if implicit:
-        b = b / (1.0 + b * np.float64(k2))
-    elif b * np.float64(k2) >= UNSTABLE_BELOW:
+    if not implicit and rate * _sumsq(k) >= UNSTABLE_BELOW:
         return M, STEP_UNSTABLE
+    b = _step_size(rate, k, implicit)
     a = dt(np.exp(log_a))
     bt = dt(b)
     Mn = np.empty_like(M)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from ttrlearn._utils import unit_rows
+from ttrlearn._utils import sq_norms, unit_rows
 from ttrlearn.kernels.numpy._chunks import chunk_bounds
 
 __all__ = ["gd_read", "gd_update", "gd_update_read"]
@@ -43,7 +43,7 @@ def prepare(K, Q, b, normalize, implicit):
         Q = Kn if Q is K else (None if Q is None else unit_rows(Q))
         K = Kn
     if implicit:
-        b = implicit_steps(b, np.einsum("ij,ij->i", K, K, dtype=np.float64))
+        b = implicit_steps(b, sq_norms(K))
     return K, Q, b
 
 

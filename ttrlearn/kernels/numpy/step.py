@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ttrlearn._utils import unit_rows
+from ttrlearn._utils import sq_norms, unit_rows
 from ttrlearn._validation import all_finite
-from ttrlearn.kernels.numpy.gated_delta import gd_update
+from ttrlearn.kernels.numpy.gated_delta import gd_update, implicit_steps
 from ttrlearn.kernels.numpy.linear_attention import la_update
 from ttrlearn.kernels.numpy.rls import cholesky_solve, rls_update
 
@@ -84,12 +84,10 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
     if not _finite(x, v):
         return M, STEP_BAD_INPUT
     k = unit_rows(x[None]) if normalize else x[None]
-    k2 = float(k[0] @ k[0])
-    b = rate
-    if implicit:
-        b = b / (1.0 + b * k2)
-    elif b * k2 >= UNSTABLE_BELOW:
+    k2 = float(sq_norms(k)[0])  # as the general path's step sizes
+    if not implicit and rate * k2 >= UNSTABLE_BELOW:
         return M, STEP_UNSTABLE
+    b = implicit_steps(rate, k2) if implicit else rate
     with np.errstate(over="ignore", invalid="ignore"):
         M_new = gd_update(M, k, v[None], _one(b), _one(log_a), 1)
     if not _finite(M_new):
@@ -128,4 +126,4 @@ def rls_step(H, G, x, v, log_a, ridge, floor):
 def unit_rows_sq(X):
     """``(unit_rows(X), squared norms of those rows)``, the norms in float64."""
     K = unit_rows(X)
-    return K, np.einsum("ij,ij->i", K, K, dtype=np.float64)
+    return K, sq_norms(K)
