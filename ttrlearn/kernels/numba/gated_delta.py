@@ -189,13 +189,15 @@ def _chunked(
         # K S (and Q S) in one GEMM; with the queries being the keys, K S
         # serves both
         if has_q and not q_is_k:
-            WQ[:C] = Kc
             Qc = WQ[C : 2 * C]
             for i in range(C):
+                for j in range(d_k):
+                    WQ[i, j] = Kc[i, j]
                 if normalize:
                     _unit(Q[s + i], Qc[i])
                 else:
-                    Qc[i] = Q[s + i]
+                    for j in range(d_k):
+                        Qc[i, j] = Q[s + i, j]
             R = np.dot(WQ[: 2 * C], S, R_buf[: 2 * C * d_v].reshape((2 * C, d_v)))
             qr = C
         else:

@@ -157,7 +157,9 @@ def _loop(
     for t in range(n):
         pos = (phase + t) % C
         if C > 1 and pos == 0:
-            anc[:, :] = W
+            for i in range(dv):
+                for j in range(dk):
+                    anc[i, j] = W[i, j]
         if has_q and not after:
             for i in range(dv):
                 s = 0.0

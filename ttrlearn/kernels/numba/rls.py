@@ -445,8 +445,11 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
         # whitened entry estimate: M0 q = GtT^T (R^{-1} q); R^{-1} G^T and
         # R^{-1} X_c^T in one substitution (rows twice as long)
         B = np.empty((d, d_v + C))
-        B[:, :d_v] = G.T
-        B[:, d_v:] = Xc.T
+        for j in range(d):
+            for m in range(d_v):
+                B[j, m] = G[m, j]
+            for i in range(C):
+                B[j, d_v + i] = Xc[i, j]
         _solve_lower(R, B, False)
         GtT = np.ascontiguousarray(B[:, :d_v])
         Zx = np.ascontiguousarray(B[:, d_v:])

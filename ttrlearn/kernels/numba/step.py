@@ -122,7 +122,8 @@ def gd_step(M, x, v, rate, log_a, normalize, implicit):
     if normalize:
         _unit(x, k)
     else:
-        k[:] = x
+        for j in range(d):
+            k[j] = x[j]
     if not implicit and rate * _sumsq(k) >= UNSTABLE_BELOW:
         return M, STEP_UNSTABLE
     b = _step_size(rate, k, implicit)
