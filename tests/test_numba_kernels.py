@@ -10,8 +10,10 @@ chunked) are exercised whatever the dispatch threshold.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -721,3 +723,37 @@ def test_syrk_acc_both_paths(k, n):
     nb_rls._syrk_acc(C, A, 0.75)
     np.testing.assert_allclose(C, 0.75 * C0 + A.T @ A, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(C, C.T)
+
+
+def _njit_functions(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef):
+            for dec in node.decorator_list:
+                call = dec.func if isinstance(dec, ast.Call) else dec
+                if getattr(call, "id", None) == "njit":
+                    yield node
+
+
+def test_compiled_kernels_do_not_assign_into_slices():
+    """Compiled kernels copy arrays by loops: assigning an array into a slice
+    (``B[:, :m] = G.T``) makes Numba compile a formatted shape-mismatch
+    error (string formatting, ``str.join``) into the function, seconds of
+    first-call compilation per process."""
+    root = pathlib.Path(nb_rls.__file__).parent
+    found = []
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in _njit_functions(tree):
+            for node in ast.walk(fn):
+                if not isinstance(node, (ast.Assign, ast.AugAssign)):
+                    continue
+                targets = (
+                    node.targets if isinstance(node, ast.Assign) else [node.target]
+                )
+                for t in targets:
+                    if isinstance(t, ast.Subscript) and any(
+                        isinstance(s, ast.Slice) for s in ast.walk(t.slice)
+                    ):
+                        found.append(f"{path.name}:{node.lineno} in {fn.name}")
+    assert len(list(root.glob("*.py"))) >= 8  # the scan found the kernels
+    assert not found, found

@@ -295,8 +295,10 @@ def _loop(
                     for i in range(dv):
                         for j in range(dk):
                             W[i, j] = scale * Z[i, j] / s
-        if ret == 6 and C > 1 and pos == 0:
-            anc[:, :] = W  # Memora's lag token
+        if ret == 6 and C > 1 and pos == 0:  # Memora's lag token
+            for i in range(dv):
+                for j in range(dk):
+                    anc[i, j] = W[i, j]
         if has_q and after:
             for i in range(dv):
                 s = 0.0
