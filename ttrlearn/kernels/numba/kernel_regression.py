@@ -6,8 +6,9 @@ Nadaraya-Watson estimate (``order=0``) with the softmax or Gaussian kernel
 and no position mask (``predict``), runs flash-attention style in the
 storage dtype:
 
-* per (query block, key block): one GEMM for the logits with each row's
-  running shift folded in (``[Q, -shift] [K, 1]^T``, see :func:`_rows`),
+* per (query block, key block): one GEMM for the logits, keys by queries,
+  with each query's running shift folded in (``[K, 1] [Q, -shift]^T``, see
+  :func:`_rows`),
   ``exp`` in place (NumPy's SIMD ``exp``), one GEMM of the probabilities
   against ``V`` for the numerator and a GEMV for the normaliser (a GEMM
   against ``[V, 1]`` would do both, but its odd width measured ~15% slower
@@ -27,9 +28,11 @@ the NumPy kernel.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from ttrlearn._utils import sq_norms
 from ttrlearn.kernels.numba._config import (
+    CACHE,
     run_runs,
     single_thread_blas,
     split_parts,
@@ -67,19 +70,64 @@ def _exact(Qs, Kb, bias_b, sh, dt):
     return L, np.where(np.isfinite(new), use.astype(np.float64), -np.inf)
 
 
+@njit(cache=CACHE, nogil=True)
+def _unusable(P, rs, sh, limit, redo):
+    """Rows to redo with their exact maximum: no shift yet, a row sum not
+    below ``limit`` (or NaN), or a non-finite numerator. Writes their
+    indices to ``redo`` and returns how many."""
+    m = 0
+    for i in range(P.shape[0]):
+        bad = not (np.isfinite(sh[i]) and rs[i] < limit)
+        if not bad:
+            for j in range(P.shape[1]):
+                if not np.isfinite(P[i, j]):
+                    bad = True
+                    break
+        if bad:
+            redo[m] = i
+            m += 1
+    return m
+
+
+@njit(cache=CACHE, nogil=True)
+def _absorb(P, rs, acc, s, sh, Qa, f32, renorm):
+    """``acc += P``, ``s += rs``; running sums above ``renorm`` are folded
+    into the shift (a float32 value when ``f32``, as the GEMM applies it);
+    the last column of ``Qa`` gets the next block's ``-shift`` (0 where no
+    logit was finite yet)."""
+    col = Qa.shape[1] - 1
+    for i in range(P.shape[0]):
+        for j in range(P.shape[1]):
+            acc[i, j] += P[i, j]
+        s[i] += rs[i]
+        if s[i] > renorm:
+            new = sh[i] + np.log(s[i])
+            if f32:
+                new = np.float64(np.float32(new))
+            f = np.exp(sh[i] - new)
+            for j in range(P.shape[1]):
+                acc[i, j] *= f
+            s[i] *= f
+            sh[i] = new
+        Qa[i, col] = -sh[i] if np.isfinite(sh[i]) else 0.0
+
+
 def _rows(Qs, K, V, bias, bk, out):
     """NW estimate for the query rows ``Qs`` (already scaled by 1/h):
     logits ``Qs K^T + bias``; writes (rows, d_v) into ``out``.
 
     Online softmax whose per-row shift rides in the logits GEMM
-    (``[Qs, -shift] [K, 1]^T``) so no pass subtracts it. The shift is the
-    row's maximum over the first block and afterwards the log of the running
-    normaliser (at least the running maximum), so a later block's
-    exponentials stay below 1 unless its logits rise above everything seen
-    before; a block whose row sum or numerator then comes out huge or
-    infinite is redone for those rows with their exact maximum (so every
-    probability is at most 1 there, as in the plain online softmax). Row
-    sums are GEMVs.
+    (``[K, 1] [Qs, -shift]^T``) so no pass subtracts it. The logits are
+    formed transposed, keys by queries: that GEMM ran ~20% faster than
+    ``[Qs, -shift] [K, 1]^T`` here (its long side is the keys), and the
+    block pipeline ~9% faster (float32, d = 64, 256 queries by 1,024 keys,
+    one thread). The shift is the row's maximum over the first block and
+    afterwards the log of the running normaliser (at least the running
+    maximum), so a later block's exponentials stay below 1 unless its logits
+    rise above everything seen before; a block whose row sum or numerator
+    then comes out huge or infinite is redone for those rows with their
+    exact maximum (so every probability is at most 1 there, as in the plain
+    online softmax). Row sums are GEMVs.
     """
     b, dq = Qs.shape
     n = K.shape[0]
@@ -93,33 +141,32 @@ def _rows(Qs, K, V, bias, bk, out):
     sh = np.full(b, -np.inf)  # float32 values: exactly what the GEMM applies
     acc = np.zeros((b, d_v))
     s = np.zeros(b)
-    S = np.empty((b, c_max), dtype=dt)
+    St = np.empty((c_max, b), dtype=dt)  # keys by queries
     P = np.empty((b, d_v), dtype=dt)
     rs = np.empty(b, dtype=dt)
     ones = np.ones(c_max, dtype=dt)
+    f32 = dt == np.float32
+    idx = np.empty(b, dtype=np.int64)
+    Qa[:, dq] = 0.0
     for ks in range(0, n, bk):
         ke = min(ks + bk, n)
         c = ke - ks
-        Sb = S[:, :c]
+        Sb = St[:c]  # the first c rows: contiguous
         bias_b = None if bias is None else bias[ks:ke]
-        unset = ~np.isfinite(sh)
-        if unset.all():
+        if not np.isfinite(sh).any():
             redo = np.arange(b)
         else:
             Ka[:c, :dq] = K[ks:ke]
-            Qa[:, dq] = np.where(unset, 0.0, -sh)
-            np.matmul(Qa, Ka[:c].T, out=Sb)
+            np.matmul(Ka[:c], Qa.T, out=Sb)
             if bias_b is not None:
-                Sb += bias_b
+                Sb += bias_b[:, None]
             with np.errstate(over="ignore", invalid="ignore"):
                 np.exp(Sb, out=Sb)
-                np.matmul(Sb, ones[:c], out=rs)
-                np.matmul(Sb, V[ks:ke], out=P)
+                np.matmul(ones[:c], Sb, out=rs)
+                np.matmul(Sb.T, V[ks:ke], out=P)
             # exponentials above 1 can overflow the numerator where the
             # normaliser does not (large values): such rows are redone too
-            redo = np.flatnonzero(
-                unset | ~(rs < _SUM_LIMIT) | ~np.isfinite(P).all(axis=1)
-            )
+            redo = idx[: _unusable(P, rs, sh, _SUM_LIMIT, idx)]
         if redo.size:
             E, new = _exact(Qs[redo], K[ks:ke], bias_b, sh[redo], dt)
             with np.errstate(invalid="ignore"):
@@ -128,18 +175,9 @@ def _rows(Qs, K, V, bias, bk, out):
             acc[redo] *= corr[:, None]
             s[redo] *= corr
             sh[redo] = new
-            Sb[redo] = E
             rs[redo] = E @ ones[:c]
             P[redo] = E @ V[ks:ke]
-        acc += P
-        s += rs
-        big = np.flatnonzero(s > _RENORM)
-        if big.size:  # fold the running sum into the shift (float32 shifts)
-            new = (sh[big] + np.log(s[big])).astype(dt).astype(np.float64)
-            f = np.exp(sh[big] - new)
-            acc[big] *= f[:, None]
-            s[big] *= f
-            sh[big] = new
+        _absorb(P, rs, acc, s, sh, Qa, f32, _RENORM)
     ok = s > 0
     out[:] = 0.0
     out[ok] = acc[ok] / s[ok, None]
