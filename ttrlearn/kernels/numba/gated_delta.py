@@ -157,7 +157,6 @@ def _chunked(
     P_buf = np.empty(C_max * C_max, dtype=M.dtype)
     R_buf = np.empty(2 * C_max * d_v, dtype=M.dtype)
     O_buf = np.empty(C_max * d_v, dtype=M.dtype)
-    Kt_buf = np.empty(C_max * d_k, dtype=M.dtype)
     dS = np.empty((d_k, d_v), dtype=M.dtype)
     Kn_buf = np.empty(C_max * d_k, dtype=M.dtype)
     bl = np.empty(C_max)
@@ -254,14 +253,15 @@ def _chunked(
                 g = dt(gq[i])
                 for j in range(d_v):
                     O[s + i, v0 + j] = g * R[qr + i, j] + Oc[i, j]
-        # state update S' = g_C S + (diag(g_C / g) K)^T U~
-        Kt = Kt_buf[: C * d_k].reshape((C, d_k))
-        for i in range(C):
-            t = dt(gr[C - 1] * gi[i])
-            for j in range(d_k):
-                Kt[i, j] = t * Kc[i, j]
+        # state update S' = g_C S + K^T diag(g_C / g) U~ (U~ is not needed
+        # again: its rows are scaled in place, d_v wide, not a copy of K)
+        if decayed:
+            for i in range(C):
+                t = dt(gr[C - 1] * gi[i])
+                for j in range(d_v):
+                    Ut[i, j] *= t
         gC = dt(eg[C - 1])
-        np.dot(Kt.T, Ut, dS)
+        np.dot(Kc.T, Ut, dS)
         for i in range(d_k):
             for j in range(d_v):
                 S[i, j] = gC * S[i, j] + dS[i, j]
