@@ -757,3 +757,37 @@ def test_compiled_kernels_do_not_assign_into_slices():
                         found.append(f"{path.name}:{node.lineno} in {fn.name}")
     assert len(list(root.glob("*.py"))) >= 8  # the scan found the kernels
     assert not found, found
+
+
+@pytest.mark.parametrize(
+    "n",
+    [1, 31, nb_rls.CHOL_SPLIT_MIN - 1, nb_rls.CHOL_SPLIT_MIN, 64, 65,
+     nb_rls.CHOL_SPLIT_MAX, nb_rls.CHOL_SPLIT_MAX + 1],
+)  # fmt: skip
+def test_chol_lower_matches_numpy_and_flags_failures(n):
+    """``_chol_lower`` (LAPACK, or two blocks for the orders it splits)
+    gives NumPy's factor, and ok=False for a matrix that is not positive
+    definite in its leading block, in its Schur complement only, or not
+    finite."""
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(2 * n + 3, n))
+    A = X.T @ X + 0.1 * np.eye(n)
+    L, ok = nb_rls._chol_lower(A)
+    assert ok
+    np.testing.assert_allclose(L, np.linalg.cholesky(A), rtol=1e-10, atol=1e-12)
+    assert np.array_equal(L, np.tril(L))
+    for bad_at in {0, n // 2, n - 1}:  # a negative pivot at row bad_at
+        B = A.copy()
+        B[bad_at, bad_at] = -1.0
+        assert not nb_rls._chol_lower(B)[1]
+    # positive diagonal, but the last rows make it indefinite: with a split,
+    # only the Schur complement fails
+    C = A.copy()
+    C[-1, :] = C[:, -1] = 0.0
+    C[-1, 0] = C[0, -1] = 10.0 * np.sqrt(A[0, 0])
+    C[-1, -1] = 1.0
+    if n > 1:
+        assert not nb_rls._chol_lower(C)[1]
+    D = A.copy()
+    D[n - 1, 0] = D[0, n - 1] = np.nan
+    assert not nb_rls._chol_lower(D)[1]
