@@ -190,27 +190,27 @@ def _subst(L, B, trans):
 
 
 @njit(cache=CACHE, nogil=True)
-def _gemm_sub(trans_b, m, n, k, A, lda, B, ldb, C, ldc):
-    """Fortran ``C (m, n) -= A (m, k) op(B)`` in place, ``op(B)`` = ``B``
-    (k, n) or, with ``trans_b``, ``B^T`` for ``B`` (n, k); column-major
-    pointers with leading dimensions (views into larger arrays, no copies)."""
+def _gemm(trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """Fortran ``C (m, n) <- alpha A (m, k) op(B) + beta C`` in place,
+    ``op(B)`` = ``B`` (k, n) or, with ``trans_b``, ``B^T`` for ``B`` (n, k);
+    column-major pointers with leading dimensions (views into larger arrays,
+    no copies)."""
     ta = np.array([ord("N")], dtype=np.uint8)
     tb = np.array([ord("T") if trans_b else ord("N")], dtype=np.uint8)
     dims = np.array([m, n, k, lda, ldb, ldc], dtype=np.int32)
-    alpha = np.array([-1.0])
-    beta = np.array([1.0])
+    ab = np.array([alpha, beta])
     _dgemm(
         ta.ctypes,
         tb.ctypes,
         dims[0:].ctypes,
         dims[1:].ctypes,
         dims[2:].ctypes,
-        alpha.ctypes,
+        ab[0:].ctypes,
         A,
         dims[3:].ctypes,
         B,
         dims[4:].ctypes,
-        beta.ctypes,
+        ab[1:].ctypes,
         C,
         dims[5:].ctypes,
     )
@@ -236,16 +236,16 @@ def _subst_blocked(L, B, trans):
         if trans and i0 > 0:
             # B[:i0] -= L[i0:i1, :i0]^T B[i0:i1]; Fortran (n, i0) -= (n, nb)
             # times the transpose of L's block seen as (i0, nb), ld m
-            _gemm_sub(
-                True, n, i0, i1 - i0, B[i0:].ctypes, n, L[i0:].ctypes, m,
-                B.ctypes, n,
+            _gemm(
+                True, n, i0, i1 - i0, -1.0, B[i0:].ctypes, n, L[i0:].ctypes, m,
+                1.0, B.ctypes, n,
             )  # fmt: skip
         elif not trans and i1 < m:
             # B[i1:] -= L[i1:, i0:i1] B[i0:i1]; Fortran (n, m - i1) -= (n, nb)
             # times L's block seen as (nb, m - i1), ld m
-            _gemm_sub(
-                False, n, m - i1, i1 - i0, B[i0:].ctypes, n, L[i1:, i0:].ctypes,
-                m, B[i1:].ctypes, n,
+            _gemm(
+                False, n, m - i1, i1 - i0, -1.0, B[i0:].ctypes, n,
+                L[i1:, i0:].ctypes, m, 1.0, B[i1:].ctypes, n,
             )  # fmt: skip
 
 
@@ -303,10 +303,9 @@ def _syrk_acc(C, A, beta):
                 C[i, j] *= beta
         return
     if k <= SYRK_GEMM_MAX and n <= SYRK_GEMM_MAX:
-        T = np.dot(A.T, A)
-        for i in range(n):
-            for j in range(i + 1):
-                C[i, j] = beta * C[i, j] + T[i, j]
+        # in place: Fortran sees A as (n, k) = A^T, so C = beta C + A^T A
+        # is its (n, n) product with its own transpose
+        _gemm(True, n, n, k, 1.0, A.ctypes, n, A.ctypes, n, beta, C.ctypes, n)
     else:
         # Fortran sees A as (n, k) = A^T: C = alpha A^T (A^T)^T, trans='N'
         uplo = np.array([ord("U")], dtype=np.uint8)
@@ -327,8 +326,8 @@ def _syrk_acc(C, A, beta):
             C.ctypes,
             nn.ctypes,
         )
-    # both leave the lower triangle (Fortran upper == C lower): mirror it,
-    # so C is exactly symmetric
+    # the lower triangle (Fortran upper == C lower) is the result: mirror
+    # it, so C is exactly symmetric
     for i in range(n):
         for j in range(i + 1, n):
             C[i, j] = C[j, i]
@@ -470,6 +469,14 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
     d = H.shape[0]
     d_v = G.shape[0]
     nc = bounds.shape[0] - 1
+    # the state is updated in place, chunk by chunk: private copies
+    H = H.copy()
+    G = G.copy()
+    C_max = 1
+    for c in range(nc):
+        C_max = max(C_max, bounds[c + 1] - bounds[c])
+    Xs = np.empty((C_max, d))
+    Ys = np.empty((C_max, d_v))
     for c in range(nc):
         s = bounds[c]
         e = bounds[c + 1]
@@ -560,7 +567,30 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
             for i in range(C):
                 for j in range(d_v):
                     O[s + i, j] = QM[i, j] + Oc[i, j]
-        H, G = _update(H, G, Xc, Yc, w[s:e], log_a[s:e], C)
+        # rank-C update in place: H <- e^L H + Xs^T Xs, G <- e^L G + Ys^T Xs,
+        # rows scaled by sqrt(w_i e^(L - L_i)) (two GEMMs, no temporaries)
+        tot = 0.0
+        plain = True
+        for i in range(s, e):
+            tot += log_a[i]
+            if log_a[i] != 0.0 or w[i] != 1.0:
+                plain = False
+        if plain:
+            Xu, Yu = Xc, Yc
+        else:
+            Xu, Yu = Xs[:C], Ys[:C]
+            acc = 0.0
+            for i in range(C):
+                acc += log_a[s + i]
+                r = np.sqrt(w[s + i] * np.exp(tot - acc))
+                for j in range(d):
+                    Xu[i, j] = r * Xc[i, j]
+                for j in range(d_v):
+                    Yu[i, j] = r * Yc[i, j]
+        scale = np.exp(tot)
+        _syrk_acc(H, Xu, scale)
+        # Fortran sees G as G^T (d, d_v): G^T <- e^L G^T + Xs^T Ys
+        _gemm(True, d, d_v, C, 1.0, Xu.ctypes, d, Yu.ctypes, d_v, scale, G.ctypes, d)
     return H, G, nc
 
 
