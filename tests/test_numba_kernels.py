@@ -766,20 +766,26 @@ def test_compiled_kernels_do_not_assign_into_slices():
 )  # fmt: skip
 def test_chol_lower_matches_numpy_and_flags_failures(n):
     """``_chol_lower`` (LAPACK, or two blocks for the orders it splits)
-    gives NumPy's factor, and ok=False for a matrix that is not positive
-    definite in its leading block, in its Schur complement only, or not
-    finite."""
+    gives NumPy's factor of ``A + shift I`` from the lower triangle alone,
+    and ok=False for a matrix that is not positive definite in its leading
+    block, in its Schur complement only, or not finite."""
     rng = np.random.default_rng(n)
     X = rng.normal(size=(2 * n + 3, n))
     A = X.T @ X + 0.1 * np.eye(n)
-    L, ok = nb_rls._chol_lower(A)
+    L, ok = nb_rls._chol_lower(A, 0.0)
     assert ok
     np.testing.assert_allclose(L, np.linalg.cholesky(A), rtol=1e-10, atol=1e-12)
     assert np.array_equal(L, np.tril(L))
+    upper_junk = A + np.triu(np.full((n, n), np.nan), 1)
+    L2, ok = nb_rls._chol_lower(upper_junk, 2.5)
+    assert ok
+    np.testing.assert_allclose(
+        L2, np.linalg.cholesky(A + 2.5 * np.eye(n)), rtol=1e-10, atol=1e-12
+    )
     for bad_at in {0, n // 2, n - 1}:  # a negative pivot at row bad_at
         B = A.copy()
         B[bad_at, bad_at] = -1.0
-        assert not nb_rls._chol_lower(B)[1]
+        assert not nb_rls._chol_lower(B, 0.0)[1]
     # positive diagonal, but the last rows make it indefinite: with a split,
     # only the Schur complement fails
     C = A.copy()
@@ -787,7 +793,7 @@ def test_chol_lower_matches_numpy_and_flags_failures(n):
     C[-1, 0] = C[0, -1] = 10.0 * np.sqrt(A[0, 0])
     C[-1, -1] = 1.0
     if n > 1:
-        assert not nb_rls._chol_lower(C)[1]
+        assert not nb_rls._chol_lower(C, 0.0)[1]
     D = A.copy()
     D[n - 1, 0] = D[0, n - 1] = np.nan
-    assert not nb_rls._chol_lower(D)[1]
+    assert not nb_rls._chol_lower(D, 0.0)[1]

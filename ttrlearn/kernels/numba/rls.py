@@ -105,9 +105,10 @@ def _potrf(L, n, at):
 
 
 @njit(cache=CACHE, nogil=True)
-def _chol_lower(A):
-    """Lower Cholesky factor of symmetric ``A`` (copied); ok=False when not
-    positive definite or not finite.
+def _chol_lower(A, shift):
+    """Lower Cholesky factor of symmetric ``A + shift I`` (``A`` is copied,
+    only its lower triangle is read); ok=False when not positive definite
+    or not finite.
 
     Orders ``CHOL_SPLIT_MIN`` to ``CHOL_SPLIT_MAX`` are factored in two
     blocks, the first of order ``CHOL_SPLIT``: LAPACK on it, the
@@ -116,6 +117,8 @@ def _chol_lower(A):
     GFLOP/s (order 64: 17.5 -> 13.2 us on one thread, same accuracy)."""
     n = A.shape[0]
     L = A.copy()
+    for i in range(n):
+        L[i, i] += shift
     if n < CHOL_SPLIT_MIN or n > CHOL_SPLIT_MAX:
         ok = _potrf(L, n, 0)
     else:
@@ -326,8 +329,15 @@ def _syrk_acc(C, A, beta):
             C.ctypes,
             nn.ctypes,
         )
-    # the lower triangle (Fortran upper == C lower) is the result: mirror
-    # it, so C is exactly symmetric
+    # the lower triangle (Fortran upper == C lower) is the result
+    _mirror_lower(C)
+
+
+@njit(cache=CACHE, nogil=True)
+def _mirror_lower(C):
+    """Copy the lower triangle of square ``C`` onto the upper one, so ``C``
+    is exactly symmetric."""
+    n = C.shape[0]
     for i in range(n):
         for j in range(i + 1, n):
             C[i, j] = C[j, i]
@@ -435,7 +445,7 @@ def _solve(H, G, ridge):
     A = H.copy()
     for i in range(A.shape[0]):
         A[i, i] += ridge
-    R, ok = _chol_lower(A)
+    R, ok = _chol_lower(A, 0.0)
     X = np.ascontiguousarray(G.T)
     if not (ok and _full_rank(R, A)):
         return X, False
@@ -466,17 +476,33 @@ def rls_solve(H, G, ridge):
 def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
     """Chunks ``bounds[c0:]`` in order; returns ``(H, G, c)`` where ``c`` is the
     first chunk that needs the row-by-row path (or the number of chunks)."""
+    Hw = H.copy()  # updated in place (lower triangle), chunk by chunk
+    Gt = np.ascontiguousarray(G.T)  # G^T (d, d_v), updated in place
+    c = _chunks(Hw, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O)
+    _mirror_lower(Hw)
+    return Hw, np.ascontiguousarray(Gt.T), c
+
+
+@njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
+def _chunks(H, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
+    """:func:`_update_read` on ``H`` (only its lower triangle is read and
+    kept) and ``Gt = G^T`` in place; returns the chunk it stopped at."""
     d = H.shape[0]
-    d_v = G.shape[0]
+    d_v = Gt.shape[1]
     nc = bounds.shape[0] - 1
-    # the state is updated in place, chunk by chunk: private copies
-    H = H.copy()
-    G = G.copy()
     C_max = 1
     for c in range(nc):
         C_max = max(C_max, bounds[c + 1] - bounds[c])
+    W = d_v + C_max
+    # buffers allocated once (flat, so a shorter chunk's view is contiguous)
+    B_buf = np.empty(d * W)
+    XM_buf = np.empty(C_max * d_v)
+    E_buf = np.empty(C_max * d_v)
+    Wt_buf = np.empty(d * C_max)
+    S_buf = np.empty(C_max * C_max)
     Xs = np.empty((C_max, d))
     Ys = np.empty((C_max, d_v))
+    sq = np.empty(C_max)
     for c in range(nc):
         s = bounds[c]
         e = bounds[c + 1]
@@ -486,52 +512,51 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
             if log_a[i] != 0.0:
                 any_decay = True
         if not decayed and any_decay:
-            return H, G, c
-        Hf = H.copy()
-        for i in range(d):
-            Hf[i, i] += ridge
-        R, ok = _chol_lower(Hf)
+            return c
+        R, ok = _chol_lower(H, ridge)
         if not ok:
-            return H, G, c
+            return c
         Xc = X[s:e]
         Yc = Y[s:e]
         # whitened entry estimate: M0 q = GtT^T (R^{-1} q); R^{-1} G^T and
         # R^{-1} X_c^T in one substitution (rows twice as long)
-        B = np.empty((d, d_v + C))
+        Wc = d_v + C
+        B = B_buf[: d * Wc].reshape((d, Wc))
         for j in range(d):
             for m in range(d_v):
-                B[j, m] = G[m, j]
+                B[j, m] = Gt[j, m]
             for i in range(C):
                 B[j, d_v + i] = Xc[i, j]
         _solve_lower(R, B, False)
-        GtT = np.ascontiguousarray(B[:, :d_v])
-        Zx = np.ascontiguousarray(B[:, d_v:])
-        XM = np.dot(Zx.T, GtT)  # X_c M0^T
+        # X_c M0^T = Zx^T GtT with Zx = B[:, d_v:], GtT = B[:, :d_v], read in
+        # place: Fortran (d_v, C) = GtT^T Zx
+        XM = XM_buf[: C * d_v].reshape((C, d_v))
+        _gemm(True, d_v, C, d, 1.0, B.ctypes, Wc, B[:, d_v:].ctypes, Wc, 0.0,
+              XM.ctypes, d_v)  # fmt: skip
         la0 = log_a[s]
         root = np.exp(-0.5 * la0)
-        sq = np.empty(C)
         lg = 0.0
         for i in range(C):
             if i > 0:
                 lg += log_a[s + i]
             sq[i] = np.sqrt(w[s + i] * np.exp(-lg))
-        E = np.empty((C, d_v))
+        E = E_buf[: C * d_v].reshape((C, d_v))
         for i in range(C):
             for j in range(d_v):
                 E[i, j] = (Yc[i, j] - XM[i, j]) * sq[i]
-        Wt = np.empty((d, C))
+        Wt = Wt_buf[: d * C].reshape((d, C))
         for j in range(d):
             for i in range(C):
-                Wt[j, i] = Zx[j, i] * (root * sq[i])
-        S = np.dot(Wt.T, Wt)
+                Wt[j, i] = B[j, d_v + i] * (root * sq[i])
+        S = np.dot(Wt.T, Wt, S_buf[: C * C].reshape((C, C)))
         for i in range(C):
             S[i, i] += 1.0
-        Ls, ok2 = _chol_lower(S)
+        Ls, ok2 = _chol_lower(S, 0.0)
         for i in range(C):
             if Ls[i, i] * Ls[i, i] < PIVOT_FLOOR * S[i, i]:
                 ok2 = False
         if not ok2:
-            return H, G, c
+            return c
         _solve_lower(Ls, E, False)  # Et: whitened a-priori innovations
         innov = q_is_x
         for i in range(C):
@@ -547,8 +572,9 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
                 for j in range(d_v):
                     O[s + i, j] = Yc[i, j] - E[i, j] * f
         else:
+            GtT = np.ascontiguousarray(B[:, :d_v])
             if q_is_x:
-                Zq = Zx
+                Zq = np.ascontiguousarray(B[:, d_v:])
                 QM = XM
             else:
                 Zq = np.ascontiguousarray(Q[s:e].T)
@@ -588,10 +614,13 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
                 for j in range(d_v):
                     Yu[i, j] = r * Yc[i, j]
         scale = np.exp(tot)
-        _syrk_acc(H, Xu, scale)
-        # Fortran sees G as G^T (d, d_v): G^T <- e^L G^T + Xs^T Ys
-        _gemm(True, d, d_v, C, 1.0, Xu.ctypes, d, Yu.ctypes, d_v, scale, G.ctypes, d)
-    return H, G, nc
+        # C-ordered (C, d) rows are the Fortran (d, C) matrix Xs^T: H is
+        # Fortran Xs^T Xs (its C lower triangle is what the Cholesky reads);
+        # Gt, Fortran (d_v, d) = G, gets Ys^T Xs
+        _gemm(True, d, d, C, 1.0, Xu.ctypes, d, Xu.ctypes, d, scale, H.ctypes, d)
+        _gemm(True, d_v, d, C, 1.0, Yu.ctypes, d_v, Xu.ctypes, d, scale,
+              Gt.ctypes, d_v)  # fmt: skip
+    return nc
 
 
 def _segment(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
