@@ -207,12 +207,15 @@ def _chunked(
         # U - W S with W = L^{-1} diag(b g) K, solved once instead of
         # forming W (d_k columns) and its product with S
         Ut = U[:C]
-        for i in range(C):
+        for i in range(C):  # (row views: the loops below vectorise)
             bi = bl[i]
             bg = dt(bi * eg[i])
             bd = dt(bi)
+            urow = Ut[i]
+            vrow = V[s + i, v0 : v0 + d_v]
+            rrow = R[i]
             for j in range(d_v):
-                Ut[i, j] = bd * V[s + i, v0 + j] - bg * R[i, j]
+                urow[j] = bd * vrow[j] - bg * rrow[j]
         # forward substitution with A = strict_lower(diag(b) K K^T * Gam)
         for i in range(1, C):
             bi = bl[i]
@@ -251,8 +254,11 @@ def _chunked(
             Oc = np.dot(P, Ut, O_buf[: C * d_v].reshape((C, d_v)))
             for i in range(C):
                 g = dt(gq[i])
+                orow = O[s + i, v0 : v0 + d_v]
+                rrow = R[qr + i]
+                crow = Oc[i]
                 for j in range(d_v):
-                    O[s + i, v0 + j] = g * R[qr + i, j] + Oc[i, j]
+                    orow[j] = g * rrow[j] + crow[j]
         # state update S' = g_C S + K^T diag(g_C / g) U~ (U~ is not needed
         # again: its rows are scaled in place, d_v wide, not a copy of K)
         if decayed:
@@ -263,8 +269,10 @@ def _chunked(
         gC = dt(eg[C - 1])
         np.dot(Kc.T, Ut, dS)
         for i in range(d_k):
+            srow = S[i]
+            drow = dS[i]
             for j in range(d_v):
-                S[i, j] = gC * S[i, j] + dS[i, j]
+                srow[j] = gC * srow[j] + drow[j]
     return np.ascontiguousarray(S.T)
 
 
