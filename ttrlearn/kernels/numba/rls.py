@@ -15,7 +15,11 @@ and alternating between them in a hot path makes their thread pools fight.
   Python between chunks). Work is done in the whitened coordinates of the
   chunk's entry Cholesky factor ``R`` (``Hf = R R^T``): ``Z = R^{-1} X^T``
   serves the entry estimate, the residuals and (when the queries are the
-  keys) the reads, so one triangular solve replaces three.
+  keys) the reads, so one triangular solve replaces three. The chunk loop
+  works in place on private copies of ``H`` and ``G^T`` (each chunk's
+  rank-C update is two GEMMs with ``beta = e^L``) and on buffers allocated
+  once; Cholesky factors of order 40-96 are computed in two blocks (see
+  :func:`_chol_lower`).
 """
 
 from __future__ import annotations
