@@ -482,7 +482,7 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
     (Not compiled itself: a compiled wrapper re-optimised the whole chunk
     loop, ~1.8 s more first-call compilation.)"""
     Hw = H.copy()  # updated in place (lower triangle), chunk by chunk
-    Gt = np.ascontiguousarray(G.T)  # G^T (d, d_v), updated in place
+    Gt = G.T.copy()  # G^T (d, d_v), C-ordered, updated in place (never a view)
     c = _chunks(Hw, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O)
     _mirror_lower(Hw)
     return Hw, np.ascontiguousarray(Gt.T), c
