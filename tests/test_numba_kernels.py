@@ -797,3 +797,57 @@ def test_chol_lower_matches_numpy_and_flags_failures(n):
     D = A.copy()
     D[n - 1, 0] = D[0, n - 1] = np.nan
     assert not nb_rls._chol_lower(D, 0.0)[1]
+
+
+@pytest.mark.parametrize("q_is_x", [True, False])
+@pytest.mark.parametrize("chunk", [16, 64])
+def test_rls_update_read_resumes_after_a_declined_chunk(q_is_x, chunk):
+    """The compiled chunk loop hands a chunk it cannot take (here: decay
+    under a fixed ridge) to the NumPy row-by-row path and resumes on the
+    chunks after it, from the state it updated in place; outputs and state
+    match the NumPy kernel, and the caller's arrays are untouched."""
+    rng = np.random.default_rng(chunk)
+    n, d, d_v = 400, 9, 4
+    K, V, Q = (rng.normal(size=(n, m)) for m in (d, d_v, d))
+    Q = K if q_is_x else Q
+    w = rng.uniform(0.5, 1.5, n)
+    log_a = np.zeros(n)
+    log_a[150:160] = -0.1  # fixed ridge: these rows go row by row
+    H, G = np.zeros((d, d)), np.zeros((d_v, d))
+    args = (H, G, 0.5, False, K, V, Q, w, log_a, True, chunk)
+    O0, H0, G0 = np_rls.rls_update_read(*args)
+    O1, H1, G1 = nb_rls.rls_update_read(*args)
+    close(O1, O0, np.float64)
+    close(H1, H0, np.float64)
+    close(G1, G0, np.float64)
+    assert np.array_equal(H1, H1.T)
+    assert not H.any() and not G.any()
+
+
+def test_rls_update_read_stops_on_a_non_finite_key_mid_stream():
+    """A NaN key after some chunks: outputs before its chunk are finite and
+    match NumPy; from there on both kernels return NaN."""
+    rng = np.random.default_rng(3)
+    n, d = 300, 6
+    K, V = rng.normal(size=(n, d)), rng.normal(size=(n, 2))
+    K[170, 2] = np.nan
+    H, G = 0.5 * np.eye(d), np.zeros((2, d))
+    args = (H, G, 0.0, True, K, V, K, np.ones(n), np.full(n, -0.01), True, 32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        O0, _, _ = np_rls.rls_update_read(*args)
+        O1, _, _ = nb_rls.rls_update_read(*args)
+    close(O1[:160], O0[:160], np.float64)
+    assert np.isnan(O1[170:]).all() and np.isnan(O0[170:]).all()
+
+
+def test_syrk_acc_zero_beta_keeps_non_finite_state():
+    """``beta = 0`` (a decay that underflows) still carries NaN in ``C``
+    over, as the NumPy kernel's ``0 * H`` does: BLAS would ignore ``C``."""
+    rng = np.random.default_rng(0)
+    for k in (10, nb_rls.SYRK_GEMM_MAX + 1):  # GEMM and dsyrk paths
+        A = rng.normal(size=(k, 5))
+        C = np.eye(5)
+        C[1, 2] = C[2, 1] = np.nan
+        nb_rls._syrk_acc(C, A, 0.0)
+        assert np.isnan(C[1, 2]) and np.isnan(C[2, 1])
+        assert np.isfinite(np.delete(np.delete(C, [1, 2], 0), [1, 2], 1)).all()

@@ -12,9 +12,9 @@ storage dtype:
   ``exp`` in place (NumPy's SIMD ``exp``), one GEMM of the probabilities
   against ``V`` for the numerator and a GEMV for the normaliser (a GEMM
   against ``[V, 1]`` would do both, but its odd width measured ~15% slower
-  at d_v = 64; NumPy's row sum took 3x the GEMV), then one compiled pass
-  (:func:`_unusable`, :func:`_absorb`) for the rows to redo, the running
-  sums and the next block's shifts;
+  at d_v = 64; NumPy's row sum took 3x the GEMV), then two small compiled
+  calls (:func:`_unusable`, :func:`_absorb`) for the rows to redo, the
+  running sums and the next block's shifts;
 * the Gaussian kernel is the softmax of ``q.k / h^2 - |k|^2 / (2 h^2)`` (the
   ``|q|^2`` term is constant along a row and cancels), so both share it;
 * with ``TTRLEARN_NUM_THREADS`` > 1, query blocks are spread over worker

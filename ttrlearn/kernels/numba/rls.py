@@ -304,11 +304,15 @@ def _trsm(L, B, trans):
 def _syrk_acc(C, A, beta):
     """``C <- beta C + A^T A`` for C-ordered ``A`` (k, n); full symmetric C."""
     k, n = A.shape
-    if k == 0:
+    if k == 0 or beta == 0.0:
+        # BLAS ignores C when beta is 0: scale here, so NaN or infinity in C
+        # carries over (0 * NaN = NaN), as in the NumPy kernel
         for i in range(n):
             for j in range(n):
                 C[i, j] *= beta
-        return
+        if k == 0:
+            return
+        beta = 1.0
     if k <= SYRK_GEMM_MAX and n <= SYRK_GEMM_MAX:
         # in place: Fortran sees A as (n, k) = A^T, so C = beta C + A^T A
         # is its (n, n) product with its own transpose
@@ -481,7 +485,7 @@ def _update_read(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds,
     first chunk that needs the row-by-row path (or the number of chunks).
     (Not compiled itself: a compiled wrapper re-optimised the whole chunk
     loop, ~1.8 s more first-call compilation.)"""
-    Hw = H.copy()  # updated in place (lower triangle), chunk by chunk
+    Hw = H.copy()  # updated in place (its lower triangle is what counts)
     Gt = G.T.copy()  # G^T (d, d_v), C-ordered, updated in place (never a view)
     c = _chunks(Hw, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O)
     _mirror_lower(Hw)
