@@ -302,23 +302,21 @@ def _trsm(L, B, trans):
 
 @njit(cache=CACHE, nogil=True)
 def _syrk_acc(C, A, beta):
-    """``C <- beta C + A^T A`` for C-ordered ``A`` (k, n); full symmetric C."""
+    """``C <- beta C + A^T A`` for C-ordered ``A`` (k, n) and symmetric
+    ``C``: the lower triangle holds the result (see :func:`_mirror_lower`).
+    BLAS ignores ``C`` when ``beta`` is 0."""
     k, n = A.shape
-    if k == 0 or beta == 0.0:
-        # BLAS ignores C when beta is 0: scale here, so NaN or infinity in C
-        # carries over (0 * NaN = NaN), as in the NumPy kernel
+    if k == 0:
         for i in range(n):
             for j in range(n):
                 C[i, j] *= beta
-        if k == 0:
-            return
-        beta = 1.0
-    if k <= SYRK_GEMM_MAX and n <= SYRK_GEMM_MAX:
+    elif k <= SYRK_GEMM_MAX and n <= SYRK_GEMM_MAX:
         # in place: Fortran sees A as (n, k) = A^T, so C = beta C + A^T A
         # is its (n, n) product with its own transpose
         _gemm(True, n, n, k, 1.0, A.ctypes, n, A.ctypes, n, beta, C.ctypes, n)
     else:
         # Fortran sees A as (n, k) = A^T: C = alpha A^T (A^T)^T, trans='N'
+        # (Fortran upper == C lower)
         uplo = np.array([ord("U")], dtype=np.uint8)
         tr = np.array([ord("N")], dtype=np.uint8)
         nn = np.array([n], dtype=np.int32)
@@ -337,8 +335,6 @@ def _syrk_acc(C, A, beta):
             C.ctypes,
             nn.ctypes,
         )
-    # the lower triangle (Fortran upper == C lower) is the result
-    _mirror_lower(C)
 
 
 @njit(cache=CACHE, nogil=True)
@@ -355,46 +351,63 @@ def _mirror_lower(C):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
-def _update(H, G, X, Y, w, log_a, block):
-    n, d = X.shape
+def _absorb_rows(H, Gt, X, Y, w, log_a, Xs, Ys):
+    """In place, for C-ordered rows ``X`` (m, d), ``Y`` (m, d_v):
+    ``H <- e^L H + X^T diag(c) X`` (its lower triangle) and
+    ``Gt <- e^L Gt + X^T diag(c) Y`` with ``Gt = G^T`` (d, d_v),
+    ``c_i = w_i e^(L - L_i)``, ``L`` the rows' total log-decay. The rows are
+    scaled by ``sqrt(c_i)`` into the buffers ``Xs``, ``Ys`` (at least m
+    rows) unless every ``c_i`` is 1; then two products, no temporaries."""
+    m, d = X.shape
     d_v = Y.shape[1]
-    total = 0.0
+    tot = 0.0
     plain = True
-    for i in range(n):
-        total += log_a[i]
+    for i in range(m):
+        tot += log_a[i]
         if log_a[i] != 0.0 or w[i] != 1.0:
             plain = False
-    scale = np.exp(total)
-    Hn = H.copy()
-    Gt = np.ascontiguousarray(G.T)  # (d, d_v): accumulate G^T = X^T diag(c) Y
-    if scale != 1.0:
-        for j in range(d):
-            for m in range(d_v):
-                Gt[j, m] *= scale
     if plain:
-        _syrk_acc(Hn, X, scale)
-        Gt += np.dot(X.T, Y)
-        return Hn, np.ascontiguousarray(Gt.T)
-    Xs = np.empty((min(block, n), d))
-    Ys = np.empty((min(block, n), d_v))
-    sq = np.empty(min(block, n))
-    L = 0.0
-    first = True
+        Xu, Yu = X, Y
+    else:
+        Xu, Yu = Xs[:m], Ys[:m]
+        acc = 0.0
+        for i in range(m):
+            acc += log_a[i]
+            r = np.sqrt(w[i] * np.exp(tot - acc))
+            for j in range(d):
+                Xu[i, j] = r * X[i, j]
+            for j in range(d_v):
+                Yu[i, j] = r * Y[i, j]
+    scale = np.exp(tot)
+    if scale == 0.0:
+        # BLAS ignores C when beta is 0: scale here, so NaN or infinity in
+        # the state carries over (0 * NaN = NaN), as in the NumPy kernel
+        for i in range(d):
+            for j in range(d):
+                H[i, j] *= 0.0
+            for j in range(d_v):
+                Gt[i, j] *= 0.0
+        scale = 1.0
+    _syrk_acc(H, Xu, scale)
+    # C-ordered (m, d) rows are the Fortran (d, m) matrix Xs^T; Gt, Fortran
+    # (d_v, d) = G, gets Ys^T Xs
+    _gemm(True, d_v, d, m, 1.0, Yu.ctypes, d_v, Xu.ctypes, d, scale, Gt.ctypes, d_v)
+
+
+@njit(cache=CACHE, nogil=True)
+def _update(H, G, X, Y, w, log_a, block):
+    """New ``(H, G)`` after the rows, ``block`` rows at a time (so the
+    weighted copies stay in cache)."""
+    n, d = X.shape
+    m = min(block, n)
+    Hn = H.copy()
+    Gt = np.ascontiguousarray(G.T)  # a copy: G.T is Fortran-ordered
+    Xs = np.empty((m, d))
+    Ys = np.empty((m, Y.shape[1]))
     for s in range(0, n, block):
         e = min(s + block, n)
-        m = e - s
-        for i in range(m):
-            L += log_a[s + i]
-            sq[i] = np.sqrt(w[s + i] * np.exp(total - L))
-        for i in range(m):
-            r = sq[i]
-            for j in range(d):
-                Xs[i, j] = r * X[s + i, j]
-            for j in range(d_v):
-                Ys[i, j] = r * Y[s + i, j]
-        _syrk_acc(Hn, Xs[:m], scale if first else 1.0)
-        first = False
-        Gt += np.dot(Xs[:m].T, Ys[:m])
+        _absorb_rows(Hn, Gt, X[s:e], Y[s:e], w[s:e], log_a[s:e], Xs, Ys)
+    _mirror_lower(Hn)
     return Hn, np.ascontiguousarray(Gt.T)
 
 
@@ -607,33 +620,8 @@ def _chunks(H, Gt, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, bounds, O):
             for i in range(C):
                 for j in range(d_v):
                     O[s + i, j] = QM[i, j] + Oc[i, j]
-        # rank-C update in place: H <- e^L H + Xs^T Xs, G <- e^L G + Ys^T Xs,
-        # rows scaled by sqrt(w_i e^(L - L_i)) (two GEMMs, no temporaries)
-        tot = 0.0
-        plain = True
-        for i in range(s, e):
-            tot += log_a[i]
-            if log_a[i] != 0.0 or w[i] != 1.0:
-                plain = False
-        if plain:
-            Xu, Yu = Xc, Yc
-        else:
-            Xu, Yu = Xs[:C], Ys[:C]
-            acc = 0.0
-            for i in range(C):
-                acc += log_a[s + i]
-                r = np.sqrt(w[s + i] * np.exp(tot - acc))
-                for j in range(d):
-                    Xu[i, j] = r * Xc[i, j]
-                for j in range(d_v):
-                    Yu[i, j] = r * Yc[i, j]
-        scale = np.exp(tot)
-        # C-ordered (C, d) rows are the Fortran (d, C) matrix Xs^T: H is
-        # Fortran Xs^T Xs (its C lower triangle is what the Cholesky reads);
-        # Gt, Fortran (d_v, d) = G, gets Ys^T Xs
-        _gemm(True, d, d, C, 1.0, Xu.ctypes, d, Xu.ctypes, d, scale, H.ctypes, d)
-        _gemm(True, d_v, d, C, 1.0, Yu.ctypes, d_v, Xu.ctypes, d, scale,
-              Gt.ctypes, d_v)  # fmt: skip
+        # the chunk's rank-C update, in place
+        _absorb_rows(H, Gt, Xc, Yc, w[s:e], log_a[s:e], Xs, Ys)
     return nc
 
 
