@@ -389,6 +389,53 @@ def test_kernel_regression_running_shift(p, kernel, growth, renorm, n_dead, bloc
     close(o1, o0, dt)
 
 
+def test_kernel_regression_exp_within_one_ulp():
+    """The float32 ``exp`` of the fused softmax pass, against long double:
+    within 1 ulp over float32's normal range, and its edges as documented
+    (0 below -87.33 and at -inf, inf above 88, NaN kept)."""
+    x = np.concatenate(
+        [
+            np.linspace(-87.3, 88.0, 400_001),
+            np.random.default_rng(0).uniform(-1, 1, 100_000),
+            np.float32(np.log(2)) * np.arange(-125, 127),  # reduction edges
+        ]
+    ).astype(np.float32)
+    S = x[:, None].copy()
+    rs = np.zeros(1, dtype=np.float32)
+    zero = np.zeros(1, dtype=np.float32)
+    nb_kr._shift_exp(S, np.zeros(x.size, dtype=np.float32), zero, rs, True)
+    got = S[:, 0]
+    want = np.exp(x.astype(np.longdouble))
+    normal = want >= np.finfo(np.float32).tiny
+    ulp = np.spacing(want[normal].astype(np.float32)).astype(np.longdouble)
+    assert float(np.max(np.abs(got[normal] - want[normal]) / ulp)) <= 1.0
+    assert np.all(got[~normal] == 0.0)
+    edges = np.array([-np.inf, -88.0, 0.0, 88.5, np.inf, np.nan], np.float32)
+    E = edges[:, None].copy()
+    nb_kr._shift_exp(E, np.zeros(6, np.float32), zero, rs, True)
+    np.testing.assert_array_equal(E[:, 0], [0.0, 0.0, 1.0, np.inf, np.inf, np.nan])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_regression_shift_pass(dtype):
+    """The compiled pass adds each key's bias and each query's shift; fused
+    (float32), it also takes exp and the column sums."""
+    rng = np.random.default_rng(1)
+    S = rng.normal(size=(37, 11)).astype(dtype)
+    bias = rng.normal(size=37).astype(dtype)
+    nsh = rng.normal(size=11).astype(dtype)
+    want = S.astype(np.float64) + bias[:, None] + nsh[None, :]
+    got = S.copy()
+    rs = np.full(11, np.nan, dtype=dtype)
+    nb_kr._shift_exp(got, bias, nsh, rs, False)
+    close(got, want, dtype)
+    if dtype == np.float32:
+        got = S.copy()
+        nb_kr._shift_exp(got, bias, nsh, rs, True)
+        close(got, np.exp(want), dtype)
+        close(rs, np.exp(want).sum(axis=0), dtype)
+
+
 def test_kernel_regression_no_weight_recalls_zero():
     rng = np.random.default_rng(0)
     K, V, Q = (

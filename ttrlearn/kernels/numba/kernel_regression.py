@@ -6,15 +6,15 @@ Nadaraya-Watson estimate (``order=0``) with the softmax or Gaussian kernel
 and no position mask (``predict``), runs flash-attention style in the
 storage dtype:
 
-* per (query block, key block): one GEMM for the logits, keys by queries,
-  with each query's running shift folded in (``[K, 1] [Q, -shift]^T``, see
-  :func:`_rows`),
-  ``exp`` in place (NumPy's SIMD ``exp``), one GEMM of the probabilities
-  against ``V`` for the numerator and a GEMV for the normaliser (a GEMM
-  against ``[V, 1]`` would do both, but its odd width measured ~15% slower
-  at d_v = 64; NumPy's row sum took 3x the GEMV), then two small compiled
-  calls (:func:`_unusable`, :func:`_absorb`) for the rows to redo, the
-  running sums and the next block's shifts;
+* per (query block, key block): one GEMM for the logits, keys by queries;
+  one compiled pass (:func:`_shift_exp`) that adds each key's bias and each
+  query's running shift and, in float32, takes ``exp`` (a vectorised
+  polynomial, :func:`_exp`) and the row sums in the same pass; one GEMM of
+  the probabilities against ``V`` for the numerator; then two small
+  compiled calls (:func:`_unusable`, :func:`_absorb`) for the rows to redo,
+  the running sums and the next block's shifts. In float64 the pass only
+  shifts; NumPy's SIMD ``exp`` and a GEMV for the sums follow (a float64
+  polynomial on 256-bit vectors measured 1.6x slower than NumPy's);
 * the Gaussian kernel is the softmax of ``q.k / h^2 - |k|^2 / (2 h^2)`` (the
   ``|q|^2`` term is constant along a row and cancels), so both share it;
 * with ``TTRLEARN_NUM_THREADS`` > 1, query blocks are spread over worker
@@ -30,7 +30,8 @@ the NumPy kernel.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import intrinsic
 
 from ttrlearn._utils import sq_norms
 from ttrlearn.kernels.numba._config import (
@@ -55,6 +56,77 @@ _BLOCK_K = 1024
 _SUM_LIMIT = 2.0**64
 #: running sums above this are folded into the shift (kept near 1)
 _RENORM = 2.0**20
+
+
+@intrinsic
+def _f32_from_bits(typingctx, v):
+    """The float32 whose bit pattern is the int32 ``v``."""
+    if v != types.int32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(v), codegen
+
+
+@njit(
+    cache=CACHE, nogil=True, inline="always", fastmath={"contract"}, error_model="numpy"
+)
+def _exp(x):
+    """``exp`` of a float32 ``x`` in float32, within 1 ulp (0.99 ulp at
+    most against long double on 500,000 arguments across [-87.3, 88]), in
+    straight-line code that the compiler vectorises inside the caller's loop
+    (NumPy's ``exp`` would be a pass of its own).
+
+    Cody-Waite reduction ``x = n ln 2 + r``, ``|r| <= ln(2)/2``, a degree-5
+    minimax polynomial for ``(e^r - 1 - r) / r^2`` (Cephes ``expf``'s
+    coefficients), and ``2^n`` built from its exponent bits. Below -87.33
+    the result is 0 (the true value is below the smallest normal float32),
+    above 88 it is ``inf`` (``e^88`` is 1.65e38, float32's largest
+    3.40e38), and NaN stays NaN. The blocked softmax meets arguments above 0
+    only where a block's logits rise above every earlier one, and those
+    rows are redone exactly (see :func:`_rows`).
+    """
+    f = np.float32
+    n = np.floor(x * f(1.4426950408889634) + f(0.5))
+    r = (x - n * f(0.693359375)) - n * f(-2.12194440e-4)
+    p = f(1.9875691500e-4)
+    p = p * r + f(1.3981999507e-3)
+    p = p * r + f(8.3334519073e-3)
+    p = p * r + f(4.1665795894e-2)
+    p = p * r + f(1.6666665459e-1)
+    p = p * r + f(5.0000001201e-1)
+    p = p * (r * r) + r + f(1.0)
+    e = np.int32(min(max(n, f(-127.0)), f(127.0)))
+    y = p * _f32_from_bits(np.int32((e + 127) << 23))
+    if x < f(-87.33):
+        y = f(0.0)
+    elif x > f(88.0):
+        y = f(np.inf)
+    return y  # NaN for NaN (through the polynomial)
+
+
+@njit(cache=CACHE, nogil=True, fastmath={"contract"}, error_model="numpy")
+def _shift_exp(S, bias, nsh, rs, fused):
+    """``S[i, j] += bias[i] + nsh[j]`` in place (keys by queries); with
+    ``fused`` (float32) also ``S = exp(S)`` and the column sums
+    ``rs[j] = sum_i S[i, j]`` in the same pass (float32 accumulation, as the
+    GEMV it replaces)."""
+    c, b = S.shape
+    for j in range(b):
+        rs[j] = 0.0
+    for i in range(c):
+        row = S[i]
+        bi = bias[i]
+        if fused:
+            for j in range(b):
+                y = _exp(row[j] + bi + nsh[j])
+                row[j] = y
+                rs[j] += y
+        else:
+            for j in range(b):
+                row[j] = row[j] + bi + nsh[j]
 
 
 def _exact(Qs, Kb, bias_b, sh, dt):
@@ -92,12 +164,11 @@ def _unusable(P, rs, sh, limit, redo):
 
 
 @njit(cache=CACHE, nogil=True)
-def _absorb(P, rs, acc, s, sh, Qa, f32, renorm):
+def _absorb(P, rs, acc, s, sh, nsh, f32, renorm):
     """``acc += P``, ``s += rs``; running sums above ``renorm`` are folded
-    into the shift (a float32 value when ``f32``, as the GEMM applies it);
-    the last column of ``Qa`` gets the next block's ``-shift`` (0 where no
-    logit was finite yet)."""
-    col = Qa.shape[1] - 1
+    into the shift (a float32 value when ``f32``, as the logits pass applies
+    it); ``nsh`` gets the next block's ``-shift`` (0 where no logit was
+    finite yet)."""
     for i in range(P.shape[0]):
         for j in range(P.shape[1]):
             acc[i, j] += P[i, j]
@@ -111,45 +182,45 @@ def _absorb(P, rs, acc, s, sh, Qa, f32, renorm):
                 acc[i, j] *= f
             s[i] *= f
             sh[i] = new
-        Qa[i, col] = -sh[i] if np.isfinite(sh[i]) else 0.0
+        nsh[i] = -sh[i] if np.isfinite(sh[i]) else 0.0
 
 
 def _rows(Qs, K, V, bias, bk, out):
     """NW estimate for the query rows ``Qs`` (already scaled by 1/h):
     logits ``Qs K^T + bias``; writes (rows, d_v) into ``out``.
 
-    Online softmax whose per-row shift rides in the logits GEMM
-    (``[K, 1] [Qs, -shift]^T``) so no pass subtracts it. The logits are
-    formed transposed, keys by queries: that GEMM ran ~20% faster than
-    ``[Qs, -shift] [K, 1]^T`` here (its long side is the keys), and the
-    block pipeline ~9% faster (float32, d = 64, 256 queries by 1,024 keys,
-    one thread). The shift is the row's maximum over the first block and
-    afterwards the log of the running normaliser (at least the running
-    maximum), so a later block's exponentials stay below 1 unless its logits
-    rise above everything seen before; a block whose row sum or numerator
-    then comes out huge or infinite is redone for those rows with their
-    exact maximum (so every probability is at most 1 there, as in the plain
-    online softmax). Row sums are GEMVs.
+    Online softmax with a per-row shift. The logits are formed transposed,
+    keys by queries (that GEMM ran ~20% faster than queries by keys here: its
+    long side is the keys), straight from the caller's key rows, and one
+    compiled pass applies the shift and the bias (and, in float32, takes
+    ``exp`` and the row sums; this pass and dropping the copy of each key
+    block into an augmented ``[K, 1]`` that carried the shift through the
+    GEMM made one 256-query block 6-9% faster, float32, d = 64, one thread).
+    The shift is the row's maximum over the first block and afterwards the
+    log of the running normaliser (at least the running maximum), so a later
+    block's exponentials stay below 1 unless its logits rise above
+    everything seen before; a block whose row sum or numerator then comes
+    out huge or infinite is redone for those rows with their exact maximum
+    (so every probability is at most 1 there, as in the plain online
+    softmax).
     """
-    b, dq = Qs.shape
+    b = Qs.shape[0]
     n = K.shape[0]
     dt = Qs.dtype
     d_v = V.shape[1]
     c_max = min(bk, n)
-    Qa = np.empty((b, dq + 1), dtype=dt)
-    Qa[:, :dq] = Qs
-    Ka = np.empty((c_max, dq + 1), dtype=dt)
-    Ka[:, dq] = 1
-    sh = np.full(b, -np.inf)  # float32 values: exactly what the GEMM applies
+    QsT = Qs.T
+    sh = np.full(b, -np.inf)  # float32 values: exactly what the pass applies
+    nsh = np.zeros(b, dtype=dt)  # -shift (0 while no logit was finite)
     acc = np.zeros((b, d_v))
     s = np.zeros(b)
     St = np.empty((c_max, b), dtype=dt)  # keys by queries
     P = np.empty((b, d_v), dtype=dt)
     rs = np.empty(b, dtype=dt)
     ones = np.ones(c_max, dtype=dt)
+    zeros = np.zeros(c_max, dtype=dt)
     f32 = dt == np.float32
     idx = np.empty(b, dtype=np.int64)
-    Qa[:, dq] = 0.0
     for ks in range(0, n, bk):
         ke = min(ks + bk, n)
         c = ke - ks
@@ -158,13 +229,12 @@ def _rows(Qs, K, V, bias, bk, out):
         if not np.isfinite(sh).any():
             redo = np.arange(b)
         else:
-            Ka[:c, :dq] = K[ks:ke]
-            np.matmul(Ka[:c], Qa.T, out=Sb)
-            if bias_b is not None:
-                Sb += bias_b[:, None]
+            np.matmul(K[ks:ke], QsT, out=Sb)
             with np.errstate(over="ignore", invalid="ignore"):
-                np.exp(Sb, out=Sb)
-                np.matmul(ones[:c], Sb, out=rs)
+                _shift_exp(Sb, zeros[:c] if bias_b is None else bias_b, nsh, rs, f32)
+                if not f32:
+                    np.exp(Sb, out=Sb)
+                    np.matmul(ones[:c], Sb, out=rs)
                 np.matmul(Sb.T, V[ks:ke], out=P)
             # exponentials above 1 can overflow the numerator where the
             # normaliser does not (large values): such rows are redone too
@@ -179,7 +249,7 @@ def _rows(Qs, K, V, bias, bk, out):
             sh[redo] = new
             rs[redo] = E @ ones[:c]
             P[redo] = E @ V[ks:ke]
-        _absorb(P, rs, acc, s, sh, Qa, f32, _RENORM)
+        _absorb(P, rs, acc, s, sh, nsh, f32, _RENORM)
     ok = s > 0
     out[:] = 0.0
     out[ok] = acc[ok] / s[ok, None]
@@ -200,7 +270,7 @@ def _fast_nw(K, V, lw, Q, kernel, h):
         Qs = np.ascontiguousarray(Q, dtype=dt) * dt.type(1.0 / (h * h))
         k2 = sq_norms(K)
         bias = lw - k2 / (2.0 * h * h)
-    # a bias common to all keys cancels: drop it (and its pass) when constant
+    # a bias common to all keys cancels: drop it when constant
     if bias.shape[0] and np.all(bias == bias[0]):
         bias = None
     else:
