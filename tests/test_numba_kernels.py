@@ -436,6 +436,26 @@ def test_kernel_regression_shift_pass(dtype):
         close(rs, np.exp(want).sum(axis=0), dtype)
 
 
+def test_kernel_regression_first_shift():
+    """Rows without a shift take their block maximum (bias included), so
+    that logit's exponential is exactly 1; rows with a shift keep it, and a
+    row with no finite logit stays without one."""
+    rng = np.random.default_rng(2)
+    S = rng.normal(size=(9, 4)).astype(np.float32)
+    S[:, 3] = -np.inf
+    bias = rng.normal(size=9).astype(np.float32)
+    sh = np.array([-np.inf, 5.0, -np.inf, -np.inf])
+    nsh = np.array([0.0, -5.0, 0.0, 0.0], np.float32)
+    nb_kr._first_shift(S, bias, sh, nsh)
+    top = (S + bias[:, None]).max(axis=0)
+    assert sh[0] == top[0] and sh[2] == top[2] and sh[1] == 5.0
+    assert sh[3] == -np.inf and nsh[3] == 0.0
+    np.testing.assert_array_equal(nsh[:3], -sh[:3].astype(np.float32))
+    rs = np.empty(4, np.float32)
+    nb_kr._shift_exp(S, bias, nsh, rs, True)
+    assert S[:, 0].max() == 1.0 and S[:, 2].max() == 1.0
+
+
 def test_kernel_regression_no_weight_recalls_zero():
     rng = np.random.default_rng(0)
     K, V, Q = (

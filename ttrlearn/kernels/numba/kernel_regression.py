@@ -135,8 +135,7 @@ def _exact(Qs, Kb, bias_b, sh, dt):
     Returns the probabilities and the new shifts (float32 values held in
     float64; ``-inf`` where a row has no finite logit yet)."""
     L = Qs @ Kb.T
-    if bias_b is not None:
-        L += bias_b
+    L += bias_b
     new = np.maximum(sh, L.max(axis=1).astype(np.float64))
     use = np.where(np.isfinite(new), new, 0.0).astype(dt)
     L -= use[:, None]
@@ -168,7 +167,8 @@ def _absorb(P, rs, acc, s, sh, nsh, f32, renorm):
     """``acc += P``, ``s += rs``; running sums above ``renorm`` are folded
     into the shift (a float32 value when ``f32``, as the logits pass applies
     it); ``nsh`` gets the next block's ``-shift`` (0 where no logit was
-    finite yet)."""
+    finite yet). Returns how many rows still have no shift."""
+    missing = 0
     for i in range(P.shape[0]):
         for j in range(P.shape[1]):
             acc[i, j] += P[i, j]
@@ -182,7 +182,31 @@ def _absorb(P, rs, acc, s, sh, nsh, f32, renorm):
                 acc[i, j] *= f
             s[i] *= f
             sh[i] = new
-        nsh[i] = -sh[i] if np.isfinite(sh[i]) else 0.0
+        if np.isfinite(sh[i]):
+            nsh[i] = -sh[i]
+        else:
+            nsh[i] = 0.0
+            missing += 1
+    return missing
+
+
+@njit(cache=CACHE, nogil=True)
+def _first_shift(S, bias, sh, nsh):
+    """Rows (columns of the keys-by-queries logits ``S``) with no shift yet
+    take the maximum of ``S[:, j] + bias`` as theirs, where it is finite
+    (the float32 sum, as :func:`_shift_exp` forms it, so that logit's
+    exponent is exactly 0)."""
+    c, b = S.shape
+    m = np.full(b, -np.inf, dtype=S.dtype)
+    for i in range(c):
+        row = S[i]
+        bi = bias[i]
+        for j in range(b):
+            m[j] = max(m[j], row[j] + bi)
+    for j in range(b):
+        if not np.isfinite(sh[j]) and np.isfinite(m[j]):
+            sh[j] = m[j]
+            nsh[j] = -m[j]
 
 
 def _rows(Qs, K, V, bias, bk, out):
@@ -196,8 +220,10 @@ def _rows(Qs, K, V, bias, bk, out):
     ``exp`` and the row sums; this pass and dropping the copy of each key
     block into an augmented ``[K, 1]`` that carried the shift through the
     GEMM made one 256-query block 6-9% faster, float32, d = 64, one thread).
-    The shift is the row's maximum over the first block and afterwards the
-    log of the running normaliser (at least the running maximum), so a later
+    The shift is the row's maximum over the first block where it has a
+    finite logit (:func:`_first_shift`, on the block's GEMM output: no
+    separate pass for the first block) and afterwards the log of the running
+    normaliser (at least the running maximum), so a later
     block's exponentials stay below 1 unless its logits rise above
     everything seen before; a block whose row sum or numerator then comes
     out huge or infinite is redone for those rows with their exact maximum
@@ -221,35 +247,34 @@ def _rows(Qs, K, V, bias, bk, out):
     zeros = np.zeros(c_max, dtype=dt)
     f32 = dt == np.float32
     idx = np.empty(b, dtype=np.int64)
-    for ks in range(0, n, bk):
-        ke = min(ks + bk, n)
-        c = ke - ks
-        Sb = St[:c]  # the first c rows: contiguous
-        bias_b = None if bias is None else bias[ks:ke]
-        if not np.isfinite(sh).any():
-            redo = np.arange(b)
-        else:
+    missing = b  # rows with no shift yet
+    with np.errstate(over="ignore", invalid="ignore"):
+        for ks in range(0, n, bk):
+            ke = min(ks + bk, n)
+            c = ke - ks
+            Sb = St[:c]  # the first c rows: contiguous
+            bias_b = zeros[:c] if bias is None else bias[ks:ke]
             np.matmul(K[ks:ke], QsT, out=Sb)
-            with np.errstate(over="ignore", invalid="ignore"):
-                _shift_exp(Sb, zeros[:c] if bias_b is None else bias_b, nsh, rs, f32)
-                if not f32:
-                    np.exp(Sb, out=Sb)
-                    np.matmul(ones[:c], Sb, out=rs)
-                np.matmul(Sb.T, V[ks:ke], out=P)
+            if missing:
+                _first_shift(Sb, bias_b, sh, nsh)
+            _shift_exp(Sb, bias_b, nsh, rs, f32)
+            if not f32:
+                np.exp(Sb, out=Sb)
+                np.matmul(ones[:c], Sb, out=rs)
+            np.matmul(Sb.T, V[ks:ke], out=P)
             # exponentials above 1 can overflow the numerator where the
             # normaliser does not (large values): such rows are redone too
             redo = idx[: _unusable(P, rs, sh, _SUM_LIMIT, idx)]
-        if redo.size:
-            E, new = _exact(Qs[redo], K[ks:ke], bias_b, sh[redo], dt)
-            with np.errstate(invalid="ignore"):
+            if redo.size:
+                E, new = _exact(Qs[redo], K[ks:ke], bias_b, sh[redo], dt)
                 corr = np.exp(sh[redo] - new)
-            corr[~np.isfinite(corr)] = 0.0  # no mass before (or none at all)
-            acc[redo] *= corr[:, None]
-            s[redo] *= corr
-            sh[redo] = new
-            rs[redo] = E @ ones[:c]
-            P[redo] = E @ V[ks:ke]
-        _absorb(P, rs, acc, s, sh, nsh, f32, _RENORM)
+                corr[~np.isfinite(corr)] = 0.0  # no mass before (or none)
+                acc[redo] *= corr[:, None]
+                s[redo] *= corr
+                sh[redo] = new
+                rs[redo] = E @ ones[:c]
+                P[redo] = E @ V[ks:ke]
+            missing = _absorb(P, rs, acc, s, sh, nsh, f32, _RENORM)
     ok = s > 0
     out[:] = 0.0
     out[ok] = acc[ok] / s[ok, None]
