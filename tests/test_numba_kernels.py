@@ -456,6 +456,26 @@ def test_kernel_regression_first_shift():
     assert S[:, 0].max() == 1.0 and S[:, 2].max() == 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_regression_unusable_rows(dtype):
+    """Exactly the rows with no shift, a row sum at or over the limit (or
+    NaN), or any non-finite numerator entry are sent to the exact path."""
+    big = np.finfo(dtype).max
+    P = np.ones((9, 70), dtype=dtype)
+    P[1, 69] = np.inf
+    P[2, 0] = np.nan
+    P[3, 5], P[3, 6] = np.inf, -np.inf
+    P[4, :] = big if dtype == np.float32 else 1.0  # finite, however large
+    rs = np.ones(9, dtype=dtype)
+    rs[5] = 2.0**64
+    rs[6] = np.nan
+    sh = np.zeros(9)
+    sh[7] = -np.inf
+    idx = np.empty(9, dtype=np.int64)
+    m = nb_kr._unusable(P, rs, sh, 2.0**64, idx)
+    assert list(idx[:m]) == [1, 2, 3, 5, 6, 7]
+
+
 def test_kernel_regression_no_weight_recalls_zero():
     rng = np.random.default_rng(0)
     K, V, Q = (

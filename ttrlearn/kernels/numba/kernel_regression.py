@@ -161,20 +161,22 @@ def _exact(Qs, Kb, bias_b, sh, dt):
     return L, np.where(np.isfinite(new), use.astype(np.float64), -np.inf)
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, nogil=True, fastmath={"reassoc"})
 def _unusable(P, rs, sh, limit, redo):
     """Rows to redo with their exact maximum: no shift yet, a row sum not
     below ``limit`` (or NaN), or a non-finite numerator. Writes their
-    indices to ``redo`` and returns how many."""
+    indices to ``redo`` and returns how many. A numerator row is tested
+    through its float64 sum, which is finite exactly when every entry is
+    (float32 entries), or overflows first (float64: a row redone for
+    nothing); reassociation alone, which keeps NaN and infinity, lets that
+    sum vectorise (9.1 -> 2 us for 256 x 64, float32)."""
     m = 0
     for i in range(P.shape[0]):
-        bad = not (np.isfinite(sh[i]) and rs[i] < limit)
-        if not bad:
-            for j in range(P.shape[1]):
-                if not np.isfinite(P[i, j]):
-                    bad = True
-                    break
-        if bad:
+        row = P[i]
+        tot = 0.0
+        for j in range(row.shape[0]):
+            tot += np.float64(row[j])
+        if not (np.isfinite(sh[i]) and rs[i] < limit and np.isfinite(tot)):
             redo[m] = i
             m += 1
     return m
