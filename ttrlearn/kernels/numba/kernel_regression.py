@@ -59,27 +59,17 @@ _RENORM = 2.0**20
 
 
 @intrinsic
-def _f32_from_bits(typingctx, v):
-    """The float32 whose bit pattern is the int32 ``v``."""
-    if v != types.int32:
+def _bits_as(typingctx, v):
+    """The same 32 bits read as the other type: an int32's as a float32, a
+    float32's as an int32."""
+    other = {types.int32: types.float32, types.float32: types.int32}.get(v)
+    if other is None:
         return None
 
     def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
+        return builder.bitcast(args[0], context.get_value_type(other))
 
-    return types.float32(v), codegen
-
-
-@intrinsic
-def _f32_bits(typingctx, v):
-    """The bit pattern of the float32 ``v``, as an int32."""
-    if v != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-    return types.int32(v), codegen
+    return other(v), codegen
 
 
 @njit(
@@ -118,7 +108,7 @@ def _exp(x):
     p = p * r + f(5.0000001201e-1)
     p = p * (r * r) + r + f(1.0)
     # 2^n: exponent field n + 127 (the shifter's bits are 0x4B400000 + n)
-    y = p * _f32_from_bits(np.int32((_f32_bits(z) - (0x4B400000 - 127)) << 23))
+    y = p * _bits_as(np.int32((_bits_as(z) - (0x4B400000 - 127)) << 23))
     if x < f(-87.33654475):
         y = f(0.0)
     elif x > f(88.0):
