@@ -168,28 +168,30 @@ def _full_rank(R, A):
 
 
 @njit(cache=CACHE, nogil=True, fastmath=FASTMATH_RLS)
-def _subst(L, B, trans):
+def _subst(L, B, trans, at=0):
     """Row-oriented substitution, vectorised along the rows of ``B``
-    (OpenBLAS's ``dtrsm`` runs at a fraction of GEMM speed below ~128)."""
+    (OpenBLAS's ``dtrsm`` runs at a fraction of GEMM speed below ~128), with
+    the diagonal block of ``L`` that starts at row and column ``at`` (read in
+    place: no copy of the block)."""
     m, n = B.shape
     if not trans:
         for i in range(m):
             for k in range(i):
-                lik = L[i, k]
+                lik = L[at + i, at + k]
                 if lik != 0.0:
                     for j in range(n):
                         B[i, j] -= lik * B[k, j]
-            inv = 1.0 / L[i, i]
+            inv = 1.0 / L[at + i, at + i]
             for j in range(n):
                 B[i, j] *= inv
     else:
         for i in range(m - 1, -1, -1):
             for k in range(i + 1, m):
-                lki = L[k, i]
+                lki = L[at + k, at + i]
                 if lki != 0.0:
                     for j in range(n):
                         B[i, j] -= lki * B[k, j]
-            inv = 1.0 / L[i, i]
+            inv = 1.0 / L[at + i, at + i]
             for j in range(n):
                 B[i, j] *= inv
 
@@ -228,8 +230,9 @@ def _subst_blocked(L, B, trans):
     form reloads and stores each target row once per earlier row: 1.6x
     slower at order 64). The GEMM updates ``B`` in place through views of
     ``L`` and ``B`` (a C-ordered (r, c) block with row stride ``ld`` is the
-    Fortran (c, r) matrix with leading dimension ``ld``): no copies, no
-    separate subtraction pass."""
+    Fortran (c, r) matrix with leading dimension ``ld``), and the diagonal
+    blocks are read where they lie: no copies, no separate subtraction
+    pass."""
     m, n = B.shape
     nb = SUBST_BLOCK
     nblk = (m + nb - 1) // nb
@@ -237,7 +240,7 @@ def _subst_blocked(L, B, trans):
         blk = nblk - 1 - step if trans else step
         i0 = blk * nb
         i1 = min(i0 + nb, m)
-        _subst(np.ascontiguousarray(L[i0:i1, i0:i1]), B[i0:i1], trans)
+        _subst(L, B[i0:i1], trans, i0)
         if trans and i0 > 0:
             # B[:i0] -= L[i0:i1, :i0]^T B[i0:i1]; Fortran (n, i0) -= (n, nb)
             # times the transpose of L's block seen as (i0, nb), ld m
