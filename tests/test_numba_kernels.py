@@ -389,7 +389,7 @@ def test_kernel_regression_running_shift(p, kernel, growth, renorm, n_dead, bloc
     close(o1, o0, dt)
 
 
-def test_kernel_regression_exp_within_one_ulp():
+def test_kernel_regression_exp_accuracy_and_edges():
     """The float32 ``exp`` of the fused softmax pass, against long double:
     within 1.01 ulp over float32's normal range, and its edges as documented
     (0 below ln of the smallest normal and at -inf, inf above 88, NaN
