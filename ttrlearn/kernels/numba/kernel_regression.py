@@ -257,7 +257,6 @@ def _rows(Qs, K, V, bias, bk, out):
     P = np.empty((b, d_v), dtype=dt)
     rs = np.empty(b, dtype=dt)
     ones = np.ones(c_max, dtype=dt)
-    zeros = np.zeros(c_max, dtype=dt)
     f32 = dt == np.float32
     idx = np.empty(b, dtype=np.int64)
     missing = b  # rows with no shift yet
@@ -266,7 +265,7 @@ def _rows(Qs, K, V, bias, bk, out):
             ke = min(ks + bk, n)
             c = ke - ks
             Sb = St[:c]  # the first c rows: contiguous
-            bias_b = zeros[:c] if bias is None else bias[ks:ke]
+            bias_b = bias[ks:ke]
             np.matmul(K[ks:ke], QsT, out=Sb)
             if missing:
                 _first_shift(Sb, bias_b, sh, nsh)
@@ -309,11 +308,8 @@ def _fast_nw(K, V, lw, Q, kernel, h):
         Qs = np.ascontiguousarray(Q, dtype=dt) * dt.type(1.0 / (h * h))
         k2 = sq_norms(K)
         bias = lw - k2 / (2.0 * h * h)
-    # a bias common to all keys cancels: drop it when constant
-    if bias.shape[0] and np.all(bias == bias[0]):
-        bias = None
-    else:
-        bias = (bias - bias.max()).astype(dt)
+    # (a bias common to all keys cancels: it becomes zeros here)
+    bias = (bias - bias.max()).astype(dt)
     blocks = [(s, min(s + _BLOCK_Q, m)) for s in range(0, m, _BLOCK_Q)]
     work = K.shape[0] * m * (K.shape[1] + d_v)
     # query blocks are independent: consecutive runs of them, one per worker
