@@ -591,11 +591,12 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
     submitted = spy_pool(monkeypatch)
     many = run()
     # part 0 runs on the calling thread: every kernel submitted workers - 1
-    # parts (or more: the RLS causal outputs also split their entry updates)
+    # parts (or more: the RLS causal outputs on 3+ workers also split their
+    # entry updates; on two, the cut adapts, see test_rls_two_segments_*)
     kinds = submitted
     for kind in (
         "_run",
-        "rls_update_read",
+        "_two_segments" if workers == 2 else "_segments",
         "_fast_nw",
         "rls_update",
         "_weighted_update",
@@ -607,6 +608,74 @@ def test_worker_splits_equal_one_worker(monkeypatch, workers):
         for a, b_ in zip(many[name], one[name]):
             assert a.dtype == b_.dtype
             np.testing.assert_allclose(a, b_, rtol=tol, atol=tol * 0.1, err_msg=name)
+
+
+def _two_segment_case(n=8192, d=6, d_v=3):
+    rng = np.random.default_rng(11)
+    X, Y = rng.normal(size=(n, d)), rng.normal(size=(n, d_v))
+    w = rng.uniform(0.5, 1.5, n)
+    log_a = np.log(rng.uniform(0.99, 1.0, n))
+    return (np.eye(d), np.zeros((d_v, d)), 0.0, True, X, Y, X, w, log_a, True, 64)
+
+
+@pytest.mark.parametrize("slow", ["part 0", "part 1", "neither"])
+def test_rls_two_segments_split_follows_the_pace(monkeypatch, slow):
+    """On two workers the causal outputs are cut where both parts finish
+    together: a part whose core runs slower (simulated: a sleep in every
+    call it makes) gets fewer rows, down to none; outputs and state equal
+    one worker's whatever the cut."""
+    import threading
+    import time
+
+    from ttrlearn.kernels.numba import _config
+
+    args = _two_segment_case()
+    n = args[4].shape[0]
+    monkeypatch.setattr(_config, "WORKERS", 1)
+    want = nb_rls.rls_update_read(*args)
+    monkeypatch.setattr(_config, "WORKERS", 2)
+    nb_rls.rls_update_read(*args)  # the pool's threads exist: no start-up lag
+    main = threading.get_ident()
+    rows = {"part 0": 0, "part 1": 0}
+    segment, update = nb_rls._segment, nb_rls._update
+
+    def timed_segment(*a):
+        part = "part 0" if threading.get_ident() == main else "part 1"
+        rows[part] += a[4].shape[0]
+        if slow == part:
+            time.sleep(1e-5 * a[4].shape[0])
+        return segment(*a)
+
+    def timed_update(*a):
+        if slow == "part 1":
+            time.sleep(3e-6 * a[2].shape[0])
+        return update(*a)
+
+    monkeypatch.setattr(nb_rls, "_segment", timed_segment)
+    monkeypatch.setattr(nb_rls, "_update", timed_update)
+    got = nb_rls.rls_update_read(*args)
+    assert rows["part 0"] + rows["part 1"] == n
+    if slow == "part 0":
+        assert rows["part 1"] > n / 2, rows
+    elif slow == "part 1":
+        assert rows["part 1"] < n / 2, rows
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_rls_two_segments_raise_without_hanging(monkeypatch):
+    """An error in part 1's entry update reaches the caller after part 0
+    has run every row (it never waits for a cut that does not come)."""
+    from ttrlearn.kernels.numba import _config
+
+    monkeypatch.setattr(_config, "WORKERS", 2)
+
+    def broken(*a):
+        raise MemoryError("entry update")
+
+    monkeypatch.setattr(nb_rls, "_update", broken)
+    with pytest.raises(MemoryError, match="entry update"):
+        nb_rls.rls_update_read(*_two_segment_case())
 
 
 def _fork_job(_):

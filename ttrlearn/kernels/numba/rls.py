@@ -24,6 +24,9 @@ and alternating between them in a hot path makes their thread pools fight.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, types
@@ -654,6 +657,115 @@ def _segment(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
     return H, G
 
 
+def _segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O, parts):
+    """:func:`_segment` on ``parts`` workers, in near-equal segments: the
+    entry state of each is a rank-k update of the one before (computed
+    first, each on every worker); returns the final ``(H, G)``."""
+    cuts = part_bounds(X.shape[0], parts)
+    entries = [(H, G)]
+    for k in range(1, parts):
+        a, b = cuts[k - 1], cuts[k]
+        entries.append(rls_update(*entries[-1], X[a:b], Y[a:b], w[a:b], log_a[a:b]))
+
+    def seg(k):
+        a, b = cuts[k], cuts[k + 1]
+        return _segment(
+            *entries[k], ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b],
+            log_a[a:b], after, chunk, O[a:b],
+        )  # fmt: skip
+
+    return run_parts(seg, parts)[-1]
+
+
+#: A row of the causal chunk loop costs this many times a row absorbed into
+#: an entry state alone (a cold rank-k update), measured on one thread at
+#: d = d_v = 64: 1.44 against 0.41 us
+CHUNK_OVER_ENTRY = 3.5
+
+
+def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
+    """:func:`_segment` on two workers, split where both finish together.
+
+    Part 0 runs the chunks from the first row, in batches until the split
+    is known. Part 1 meanwhile absorbs rows into its entry state (the rank-k
+    update alone, a few times cheaper a row) and stops at the first row from
+    which its own chunk loop would end no later than part 0 reaches that
+    row, as projected from both parts' measured pace. A core that runs
+    slower than the other (another tenant on it, a busy sibling) thus gets
+    fewer rows: a fixed half each waits for the slower part. Returns the
+    final ``(H, G)``."""
+    n = X.shape[0]
+    step0 = max(chunk, min(2048, n // 16) // chunk * chunk)
+    step1 = max(chunk, min(1024, n // 32) // chunk * chunk)
+    lock = threading.Lock()
+    split = [None]  # part 1's first row, once decided
+    claimed = [0]  # part 0 runs every row below this
+    pace = [0, 0.0]  # rows part 0 has finished, and when
+    t0 = time.perf_counter()
+
+    def run(Hc, Gc, a, b):
+        return _segment(
+            Hc, Gc, ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b],
+            log_a[a:b], after, chunk, O[a:b],
+        )  # fmt: skip
+
+    def decide(s):
+        """Part 1, having absorbed the rows below ``s``: split there (True)
+        if it would then finish no later than part 0 reaches ``s``; None when
+        part 0 has taken every row (nothing left to split)."""
+        now = time.perf_counter()
+        with lock:
+            if claimed[0] >= n:
+                split[0] = n
+                return None
+            if not claimed[0] or claimed[0] > s:  # (not started: no pace)
+                return False
+            done, when = pace
+            # part 0's time a row: measured on the rows it has finished, and
+            # at least the time so far over the rows it has taken on
+            per0 = max((when - t0) / max(done, 1), (now - t0) / claimed[0])
+            ends = now + (n - s) * (now - t0) / s * CHUNK_OVER_ENTRY
+            if ends > t0 + s * per0:
+                return False
+            split[0] = s
+            return True
+
+    def part(k):
+        if k == 0:
+            Hc, Gc, a = H, G, 0
+            while a < n:
+                with lock:
+                    s = split[0]
+                    b = s if s is not None else min(a + step0, n)
+                    claimed[0] = b
+                if a < b:
+                    Hc, Gc = run(Hc, Gc, a, b)
+                a = b
+                with lock:
+                    pace[:] = [a, time.perf_counter()]
+                if s is not None:
+                    break
+            return Hc, Gc
+        Hc, Gc, s = H, G, 0
+        while s < n - chunk:
+            b = min(s + step1, n)
+            Hc, Gc = _update(
+                Hc, Gc, X[s:b], Y[s:b], w[s:b], log_a[s:b], _ROWS_PER_BLOCK
+            )
+            s = b
+            go = decide(s)
+            if go is None:
+                return None
+            if go:
+                return run(Hc, Gc, s, n)
+        with lock:  # part 0 is too far ahead to share the rest: it runs them
+            split[0] = n
+        return None
+
+    first, second = run_parts(part, 2)
+    return first if second is None else second
+
+
 def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     """Causal outputs ``coef_t q_t`` and the final ``(H, G)``.
 
@@ -664,7 +776,8 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     (the sequential innovations), with no ``(C, C)`` product. Long inputs
     are cut into one segment per core: the entry system of a segment is a
     single rank-k update of the previous one (the information form makes
-    that exact), and the segments then run in parallel. Chunks the NumPy
+    that exact), and the segments then run in parallel; on two cores the
+    cut follows the pace each core shows (:func:`_two_segments`). Chunks the NumPy
     kernel would solve row by row are handed to it. Computation is in
     float64 whatever the state dtype.
     """
@@ -681,19 +794,12 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     decayed = bool(decayed)
     after = bool(after)
     parts = split_parts(n, min_rows=max(4 * chunk_size, 2048))
-    cuts = part_bounds(n, parts)
-    entries = [(H, G)]
-    for k in range(1, parts):  # entry state of each segment: one rank-k update
-        a, b = cuts[k - 1], cuts[k]
-        entries.append(rls_update(*entries[-1], X[a:b], Y[a:b], w[a:b], log_a[a:b]))
-
-    def seg(k):
-        a, b = cuts[k], cuts[k + 1]
-        return _segment(
-            *entries[k], ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b],
-            log_a[a:b], after, chunk_size, O[a:b],
-        )  # fmt: skip
-
+    args = (ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk_size, O)
     with single_thread_blas(n > 64):
-        H, G = run_parts(seg, parts)[-1]
+        if parts == 1:
+            H, G = _segment(H, G, *args)
+        elif parts == 2:
+            H, G = _two_segments(H, G, *args)
+        else:
+            H, G = _segments(H, G, *args, parts)
     return O.astype(dt, copy=False), H.astype(dt, copy=False), G.astype(dt, copy=False)
