@@ -720,10 +720,12 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
                 return None
             if not claimed[0] or claimed[0] > s:  # (not started: no pace)
                 return False
+            # part 0's time a row: at least the time so far over the rows it
+            # has taken on, and what it took for the rows it has finished
+            per0 = (now - t0) / claimed[0]
             done, when = pace
-            # part 0's time a row: measured on the rows it has finished, and
-            # at least the time so far over the rows it has taken on
-            per0 = max((when - t0) / max(done, 1), (now - t0) / claimed[0])
+            if done:
+                per0 = max(per0, (when - t0) / done)
             ends = now + (n - s) * (now - t0) / s * CHUNK_OVER_ENTRY
             if ends > t0 + s * per0:
                 return False
