@@ -67,7 +67,6 @@ _dsyrk = _external("scipy.linalg.cython_blas", "dsyrk", 10)
 _dpotrf = _external("scipy.linalg.cython_lapack", "dpotrf", 5)
 _dgemm = _external("scipy.linalg.cython_blas", "dgemm", 13)
 
-_ROWS_PER_BLOCK = 1024
 #: ``rls_update`` splits its rows over the workers above this many
 #: multiply-adds (``n d (d + d_v)``): below, the hand-off costs more than half
 #: the work saves
@@ -79,6 +78,13 @@ SUBST_MAX = 128
 #: one thread: order 64 from 64 rows 16 -> 10 us, from 128 rows 29 -> 26 us;
 #: 256 rows or order 256, ``dsyrk`` wins)
 SYRK_GEMM_MAX = 128
+#: rows per block of ``_update`` (the weighted copies stay in cache) ...
+_ROWS_PER_BLOCK = 1024
+#: ... but ``SYRK_GEMM_MAX`` rows at a time for at most this many features:
+#: OpenBLAS's small-matrix GEMM kernels then take every product (one thread,
+#: 32,768 rows, decay 0.999, paired medians: d = 32 0.68x, 48 0.74x, 64
+#: 0.89x the time of 1024-row blocks; d = 96 1.06x)
+_SMALL_BLOCK_MAX_D = 64
 #: ``_chol_lower`` factors orders from ``CHOL_SPLIT_MIN`` to
 #: ``CHOL_SPLIT_MAX`` as two blocks, the first of order ``CHOL_SPLIT``
 #: (measured one thread, LAPACK vs split: order 48 10.4 -> 7.8 us, 64
@@ -90,6 +96,11 @@ CHOL_SPLIT_MAX = 96
 #: diagonal block of the blocked substitution (16 measured best of 8, 16, 32
 #: at orders 64 and 96)
 SUBST_BLOCK = 16
+
+
+def _block_rows(d):
+    """Rows per block of :func:`_update` for ``d`` features."""
+    return SYRK_GEMM_MAX if d <= _SMALL_BLOCK_MAX_D else _ROWS_PER_BLOCK
 
 
 # ---------------------------------------------------------------- BLAS layer
@@ -443,13 +454,13 @@ def rls_update(H, G, X, Y, w, log_a):
     )
     if parts == 1:
         with single_thread_blas(10_000 < n * d**2 < 2_000_000):
-            Hn, Gn = _update(H8, G8, X8, Y8, w, log_a, _ROWS_PER_BLOCK)
+            Hn, Gn = _update(H8, G8, X8, Y8, w, log_a, _block_rows(d))
         return Hn.astype(dt, copy=False), Gn.astype(dt, copy=False)
     zH = np.zeros_like(H8)
     zG = np.zeros_like(G8)
 
     def part(a, b):
-        Hk, Gk = _update(zH, zG, X8[a:b], Y8[a:b], w[a:b], log_a[a:b], _ROWS_PER_BLOCK)
+        Hk, Gk = _update(zH, zG, X8[a:b], Y8[a:b], w[a:b], log_a[a:b], _block_rows(d))
         after = np.exp(log_a[b:].sum())  # decay of the later rows
         return after * Hk, after * Gk
 
@@ -678,9 +689,13 @@ def _segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O, 
 
 
 #: A row of the causal chunk loop costs this many times a row absorbed into
-#: an entry state alone (a cold rank-k update), measured on one thread at
-#: d = d_v = 64: 1.44 against 0.41 us
-CHUNK_OVER_ENTRY = 3.5
+#: an entry state alone (a cold rank-k update) until a run has measured it
+#: for the shape: the ratio depends on it (one thread, d = d_v, chunk 64:
+#: d = 16-32 6.0-6.6, d = 64 3.9; d = 128, chunk 128: 5.0)
+CHUNK_OVER_ENTRY = 4.0
+#: that ratio as part 1 of the last two-worker run measured it, by
+#: ``(d, d_v, chunk)``
+_chunk_over_entry = {}
 
 
 def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
@@ -701,6 +716,8 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
     split = [None]  # part 1's first row, once decided
     claimed = [0]  # part 0 runs every row below this
     pace = [0, 0.0]  # rows part 0 has finished, and when
+    shape = (H.shape[0], G.shape[0], chunk)
+    ratio = _chunk_over_entry.get(shape, CHUNK_OVER_ENTRY)
     t0 = time.perf_counter()
 
     def run(Hc, Gc, a, b):
@@ -709,10 +726,11 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
             log_a[a:b], after, chunk, O[a:b],
         )  # fmt: skip
 
-    def decide(s):
-        """Part 1, having absorbed the rows below ``s``: split there (True)
-        if it would then finish no later than part 0 reaches ``s``; None when
-        part 0 has taken every row (nothing left to split)."""
+    def decide(s, t1):
+        """Part 1, having absorbed the rows below ``s`` since ``t1``: split
+        there (True) if it would then finish no later than part 0 reaches
+        ``s``; None when part 0 has taken every row (nothing left to
+        split)."""
         now = time.perf_counter()
         with lock:
             if claimed[0] >= n:
@@ -726,7 +744,7 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
             done, when = pace
             if done:
                 per0 = max(per0, (when - t0) / done)
-            ends = now + (n - s) * (now - t0) / s * CHUNK_OVER_ENTRY
+            ends = now + (n - s) * (now - t1) / s * ratio
             if ends > t0 + s * per0:
                 return False
             split[0] = s
@@ -749,17 +767,22 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
                     break
             return Hc, Gc
         Hc, Gc, s = H, G, 0
+        t1 = time.perf_counter()
         while s < n - chunk:
             b = min(s + step1, n)
             Hc, Gc = _update(
-                Hc, Gc, X[s:b], Y[s:b], w[s:b], log_a[s:b], _ROWS_PER_BLOCK
+                Hc, Gc, X[s:b], Y[s:b], w[s:b], log_a[s:b], _block_rows(H.shape[0])
             )
             s = b
-            go = decide(s)
+            go = decide(s, t1)
             if go is None:
                 return None
             if go:
-                return run(Hc, Gc, s, n)
+                t2 = time.perf_counter()
+                out = run(Hc, Gc, s, n)
+                rows = (time.perf_counter() - t2) / (n - s)
+                _chunk_over_entry[shape] = rows / ((t2 - t1) / s)
+                return out
         with lock:  # part 0 is too far ahead to share the rest: it runs them
             split[0] = n
         return None
