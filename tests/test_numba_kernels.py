@@ -337,6 +337,35 @@ def test_linear_attention_matches_numpy(p, normalize):
         close(a, b, dt)
 
 
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "d, d_v, layout",
+    [(40, 16, "C"), (64, 64, "C"), (80, 64, "C"), (40, 16, "F")],
+)
+def test_la_update_small_and_blocked_paths_match_numpy(dt, d, d_v, layout):
+    """``la_update``'s compiled path for small states (``d_phi d_v`` up to
+    ``_SMALL_STATE``: BLAS on 128-row blocks) and its NumPy block path
+    (larger states, or inputs that are not C-ordered) both give the NumPy
+    kernel's moments, with and without decay and weights."""
+    rng = np.random.default_rng(d + d_v)
+    n = 1000
+    K = rng.normal(size=(n, d)).astype(dt)
+    V = rng.normal(size=(n, d_v)).astype(dt)
+    if layout == "F":
+        K, V = np.asfortranarray(K), np.asfortranarray(V)
+    M = rng.normal(size=(d_v, d)).astype(dt)
+    z = np.abs(rng.normal(size=d)).astype(dt)
+    for w, log_a in [
+        (np.ones(n), np.zeros(n)),
+        (rng.uniform(0.5, 1.5, n), np.log(rng.uniform(0.99, 1.0, n))),
+    ]:
+        want = np_la.la_update(M, z, K, V, w, log_a)
+        got = nb_la._weighted_update(M, z, K, V, w, log_a, 96)  # several blocks
+        for a, b in zip(got, want):
+            assert a.dtype == dt
+            close(a, b, dt)
+
+
 @settings(max_examples=25)
 @given(
     p=problems(max_n=3000, max_d=17),

@@ -27,11 +27,13 @@ from __future__ import annotations
 import threading
 import time
 
-import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, types
-from numba.extending import get_cython_function_address
+from numba import njit
 
+from ttrlearn.kernels.numba._blas import dgemm as _dgemm
+from ttrlearn.kernels.numba._blas import dpotrf as _dpotrf
+from ttrlearn.kernels.numba._blas import dsyrk as _dsyrk
+from ttrlearn.kernels.numba._blas import dtrsm as _dtrsm
 from ttrlearn.kernels.numba._config import (
     CACHE,
     FASTMATH_RLS,
@@ -50,22 +52,6 @@ __all__ = ["rls_read", "rls_solve", "rls_update", "rls_update_read"]
 
 rls_read = _np_rls.rls_read
 
-
-def _external(module, name, nargs):
-    """A BLAS/LAPACK routine of SciPy's Cython API as a Numba external function.
-
-    The address is registered under a fixed symbol name, so compiled kernels
-    refer to the symbol (not to a baked-in pointer) and can be cached.
-    """
-    sym = f"ttrlearn_{name}"
-    llvm.add_symbol(sym, get_cython_function_address(module, name))
-    return types.ExternalFunction(sym, types.void(*([types.voidptr] * nargs)))
-
-
-_dtrsm = _external("scipy.linalg.cython_blas", "dtrsm", 11)
-_dsyrk = _external("scipy.linalg.cython_blas", "dsyrk", 10)
-_dpotrf = _external("scipy.linalg.cython_lapack", "dpotrf", 5)
-_dgemm = _external("scipy.linalg.cython_blas", "dgemm", 13)
 
 #: ``rls_update`` splits its rows over the workers above this many
 #: multiply-adds (``n d (d + d_v)``): below, the hand-off costs more than half
