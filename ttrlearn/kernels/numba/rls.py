@@ -675,13 +675,17 @@ def _segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O, 
 
 
 #: A row of the causal chunk loop costs this many times a row absorbed into
-#: an entry state alone (a cold rank-k update) until a run has measured it
+#: an entry state alone (a cold rank-k update) until runs have measured it
 #: for the shape: the ratio depends on it (one thread, d = d_v, chunk 64:
-#: d = 16-32 6.0-6.6, d = 64 3.9; d = 128, chunk 128: 5.0)
+#: d = 16-32 6.0-6.6, d = 64 3.9; d = 128, chunk 128: 5.0; two threads at
+#: d = 64: 3.1-5.6)
 CHUNK_OVER_ENTRY = 4.0
-#: that ratio as part 1 of the last two-worker run measured it, by
-#: ``(d, d_v, chunk)``
+#: the ratio as part 1 of two-worker runs measured it, by ``(d, d_v,
+#: chunk)``: each run moves it halfway (geometrically) to its own
+#: measurement, clipped to ``_RATIO_RANGE`` (a run that compiled, or was
+#: preempted, must not mislead the next one)
 _chunk_over_entry = {}
+_RATIO_RANGE = (2.5, 8.0)
 
 
 def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
@@ -767,7 +771,10 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
                 t2 = time.perf_counter()
                 out = run(Hc, Gc, s, n)
                 rows = (time.perf_counter() - t2) / (n - s)
-                _chunk_over_entry[shape] = rows / ((t2 - t1) / s)
+                seen = min(
+                    max(rows / ((t2 - t1) / s), _RATIO_RANGE[0]), _RATIO_RANGE[1]
+                )
+                _chunk_over_entry[shape] = float(np.sqrt(ratio * seen))
                 return out
         with lock:  # part 0 is too far ahead to share the rest: it runs them
             split[0] = n
