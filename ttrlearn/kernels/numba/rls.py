@@ -654,10 +654,20 @@ def _segment(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
     return H, G
 
 
-def _segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O, parts):
-    """:func:`_segment` on ``parts`` workers, in near-equal segments: the
-    entry state of each is a rank-k update of the one before (computed
-    first, each on every worker); returns the final ``(H, G)``."""
+def _rows(H, G, a, b, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
+    """:func:`_segment` on rows ``[a, b)`` from their entry state ``(H, G)``."""
+    return _segment(
+        H, G, ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b], log_a[a:b],
+        after, chunk, O[a:b],
+    )  # fmt: skip
+
+
+def _segments(H, G, args, parts):
+    """:func:`_segment` on ``parts`` workers in near-equal segments (``args``:
+    those of :func:`_segment` after the state): the entry state of each is a
+    rank-k update of the one before, computed first (each split over the
+    workers). Returns the final ``(H, G)``."""
+    _, _, X, Y, _, _, w, log_a, _, _, _ = args
     cuts = part_bounds(X.shape[0], parts)
     entries = [(H, G)]
     for k in range(1, parts):
@@ -665,11 +675,7 @@ def _segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O, 
         entries.append(rls_update(*entries[-1], X[a:b], Y[a:b], w[a:b], log_a[a:b]))
 
     def seg(k):
-        a, b = cuts[k], cuts[k + 1]
-        return _segment(
-            *entries[k], ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b],
-            log_a[a:b], after, chunk, O[a:b],
-        )  # fmt: skip
+        return _rows(*entries[k], cuts[k], cuts[k + 1], *args)
 
     return run_parts(seg, parts)[-1]
 
@@ -688,8 +694,9 @@ _chunk_over_entry = {}
 _RATIO_RANGE = (2.5, 8.0)
 
 
-def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk, O):
-    """:func:`_segment` on two workers, split where both finish together.
+def _two_segments(H, G, args):
+    """:func:`_segment` on two workers (``args``: those of :func:`_segment`
+    after the state), split where both finish together.
 
     Part 0 runs the chunks from the first row, in batches until the split
     is known. Part 1 meanwhile absorbs rows into its entry state (the rank-k
@@ -699,6 +706,7 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
     slower than the other (another tenant on it, a busy sibling) thus gets
     fewer rows: a fixed half each waits for the slower part. Returns the
     final ``(H, G)``."""
+    _, _, X, Y, _, _, w, log_a, _, chunk, _ = args
     n = X.shape[0]
     step0 = max(chunk, min(2048, n // 16) // chunk * chunk)
     step1 = max(chunk, min(1024, n // 32) // chunk * chunk)
@@ -709,12 +717,6 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
     shape = (H.shape[0], G.shape[0], chunk)
     ratio = _chunk_over_entry.get(shape, CHUNK_OVER_ENTRY)
     t0 = time.perf_counter()
-
-    def run(Hc, Gc, a, b):
-        return _segment(
-            Hc, Gc, ridge, decayed, X[a:b], Y[a:b], Q[a:b], q_is_x, w[a:b],
-            log_a[a:b], after, chunk, O[a:b],
-        )  # fmt: skip
 
     def decide(s, t1):
         """Part 1, having absorbed the rows below ``s`` since ``t1``: split
@@ -749,7 +751,7 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
                     b = s if s is not None else min(a + step0, n)
                     claimed[0] = b
                 if a < b:
-                    Hc, Gc = run(Hc, Gc, a, b)
+                    Hc, Gc = _rows(Hc, Gc, a, b, *args)
                 a = b
                 with lock:
                     pace[:] = [a, time.perf_counter()]
@@ -769,7 +771,7 @@ def _two_segments(H, G, ridge, decayed, X, Y, Q, q_is_x, w, log_a, after, chunk,
                 return None
             if go:
                 t2 = time.perf_counter()
-                out = run(Hc, Gc, s, n)
+                out = _rows(Hc, Gc, s, n, *args)
                 rows = (time.perf_counter() - t2) / (n - s)
                 seen = min(
                     max(rows / ((t2 - t1) / s), _RATIO_RANGE[0]), _RATIO_RANGE[1]
@@ -795,9 +797,9 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
     are cut into one segment per core: the entry system of a segment is a
     single rank-k update of the previous one (the information form makes
     that exact), and the segments then run in parallel; on two cores the
-    cut follows the pace each core shows (:func:`_two_segments`). Chunks the NumPy
-    kernel would solve row by row are handed to it. Computation is in
-    float64 whatever the state dtype.
+    cut follows the pace each core shows (:func:`_two_segments`). Chunks
+    the NumPy kernel would solve row by row are handed to it. Computation
+    is in float64 whatever the state dtype.
     """
     n = X.shape[0]
     dt = H.dtype
@@ -817,7 +819,7 @@ def rls_update_read(H, G, ridge, decayed, X, Y, Q, w, log_a, after, chunk_size):
         if parts == 1:
             H, G = _segment(H, G, *args)
         elif parts == 2:
-            H, G = _two_segments(H, G, *args)
+            H, G = _two_segments(H, G, args)
         else:
-            H, G = _segments(H, G, *args, parts)
+            H, G = _segments(H, G, args, parts)
     return O.astype(dt, copy=False), H.astype(dt, copy=False), G.astype(dt, copy=False)
