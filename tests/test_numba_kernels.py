@@ -696,6 +696,44 @@ def test_rls_two_segments_split_follows_the_pace(monkeypatch, slow):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
 
 
+def test_rls_two_segments_part_1_never_gets_zero_rows(monkeypatch):
+    """Part 1 absorbing barely faster than part 0 runs chunks used to reach
+    the last row and split there: a segment of zero rows, and a division
+    by zero. It now stops a chunk short at the latest."""
+    import threading
+    import time
+
+    from ttrlearn.kernels.numba import _config
+
+    args = _two_segment_case()
+    monkeypatch.setattr(_config, "WORKERS", 1)
+    want = nb_rls.rls_update_read(*args)
+    monkeypatch.setattr(_config, "WORKERS", 2)
+    nb_rls.rls_update_read(*args)
+    monkeypatch.setattr(nb_rls, "_chunk_over_entry", {})
+    main = threading.get_ident()
+    segment, update = nb_rls._segment, nb_rls._update
+    part1 = []
+
+    def timed_segment(*a):
+        if threading.get_ident() == main:
+            time.sleep(1.1e-5 * a[4].shape[0])
+        else:
+            part1.append(a[4].shape[0])
+        return segment(*a)
+
+    def timed_update(*a):
+        time.sleep(1e-5 * a[2].shape[0])
+        return update(*a)
+
+    monkeypatch.setattr(nb_rls, "_segment", timed_segment)
+    monkeypatch.setattr(nb_rls, "_update", timed_update)
+    got = nb_rls.rls_update_read(*args)
+    assert all(m > 0 for m in part1), part1
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
 def test_rls_two_segments_raise_without_hanging(monkeypatch):
     """An error in part 1's entry update reaches the caller after part 0
     has run every row (it never waits for a cut that does not come)."""

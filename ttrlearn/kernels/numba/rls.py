@@ -760,8 +760,8 @@ def _two_segments(H, G, args):
             return Hc, Gc
         Hc, Gc, s = H, G, 0
         t1 = time.perf_counter()
-        while s < n - chunk:
-            b = min(s + step1, n)
+        while s < n - chunk:  # (part 1 keeps at least one chunk: n - s > 0)
+            b = min(s + step1, n - chunk)
             Hc, Gc = _update(
                 Hc, Gc, X[s:b], Y[s:b], w[s:b], log_a[s:b], _block_rows(H.shape[0])
             )
@@ -772,9 +772,9 @@ def _two_segments(H, G, args):
             if go:
                 t2 = time.perf_counter()
                 out = _rows(Hc, Gc, s, n, *args)
-                rows = (time.perf_counter() - t2) / (n - s)
+                per_row = (time.perf_counter() - t2) / (n - s)
                 seen = min(
-                    max(rows / ((t2 - t1) / s), _RATIO_RANGE[0]), _RATIO_RANGE[1]
+                    max(per_row / ((t2 - t1) / s), _RATIO_RANGE[0]), _RATIO_RANGE[1]
                 )
                 _chunk_over_entry[shape] = float(np.sqrt(ratio * seen))
                 return out
