@@ -105,43 +105,39 @@ def _small_moments(Phi, V, c, plain, a, b, Mp, zp):
     nb = _SMALL_ROWS
     dt = Phi.dtype
     Vc = np.empty((nb, d_v), dtype=dt)
-    cb = np.ones(nb, dtype=dt)
+    ones = np.ones(nb, dtype=dt)
     zb = np.empty(d, dtype=dt)
     ab = np.ones(3, dtype=dt)  # alpha = beta = 1 (GEMM), beta = 0 (GEMV)
     ab[2] = 0
     flags = np.array([ord("N"), ord("T")], dtype=np.uint8)
     dims = np.array([d, d_v, 0, 1], dtype=np.int32)
+    n_, t_ = flags[0:].ctypes, flags[1:].ctypes
+    d_, dv_, m_, one_ = (
+        dims[0:].ctypes,
+        dims[1:].ctypes,
+        dims[2:].ctypes,
+        dims[3:].ctypes,
+    )
+    al, be, b0 = ab[0:].ctypes, ab[1:].ctypes, ab[2:].ctypes
     single = Phi.itemsize == 4
     for s in range(a, b, nb):
         m = min(s + nb, b) - s
         dims[2] = m
-        src = V[s:]
-        if not plain:
-            for i in range(m):  # row views: vectorises
-                ci = c[s - a + i]
-                cb[i] = ci
-                vi = V[s + i]
-                vo = Vc[i]
-                for j in range(d_v):
-                    vo[j] = ci * vi[j]
-            src = Vc
+        if plain:
+            src, x = V[s:].ctypes, ones.ctypes
+        else:
+            cs = c[s - a : s - a + m]
+            _scale_rows(V[s : s + m], cs, Vc)
+            src, x = Vc.ctypes, cs.ctypes
         # Fortran (d, d_v) += Phi_blk^T (d, m) times src^T (m, d_v), then
-        # zb = Phi_blk^T cb: Fortran (d, m) times (m,)
-        n_, t_ = flags[0:].ctypes, flags[1:].ctypes
-        d_, dv_, m_, one_ = (
-            dims[0:].ctypes,
-            dims[1:].ctypes,
-            dims[2:].ctypes,
-            dims[3:].ctypes,
-        )
-        al, be, b0 = ab[0:].ctypes, ab[1:].ctypes, ab[2:].ctypes
+        # zb = Phi_blk^T x: Fortran (d, m) times (m,)
         A = Phi[s:].ctypes
         if single:
-            sgemm(n_, t_, d_, dv_, m_, al, A, d_, src.ctypes, dv_, be, Mp.ctypes, d_)
-            sgemv(n_, d_, m_, al, A, d_, cb.ctypes, one_, b0, zb.ctypes, one_)
+            sgemm(n_, t_, d_, dv_, m_, al, A, d_, src, dv_, be, Mp.ctypes, d_)
+            sgemv(n_, d_, m_, al, A, d_, x, one_, b0, zb.ctypes, one_)
         else:
-            dgemm(n_, t_, d_, dv_, m_, al, A, d_, src.ctypes, dv_, be, Mp.ctypes, d_)
-            dgemv(n_, d_, m_, al, A, d_, cb.ctypes, one_, b0, zb.ctypes, one_)
+            dgemm(n_, t_, d_, dv_, m_, al, A, d_, src, dv_, be, Mp.ctypes, d_)
+            dgemv(n_, d_, m_, al, A, d_, x, one_, b0, zb.ctypes, one_)
         for j in range(d):
             zp[j] += zb[j]
 
